@@ -1,0 +1,53 @@
+"""The ``mlops`` command: one sub-command per pipeline stage, and ``run`` chaining them.
+
+Each stage's command lives in ``pipeline/commands/<stage>.py`` and registers itself here;
+adding a stage is a new file plus one name in ``_STAGES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from pipeline.errors import ExitCode, MlopsError
+
+_STAGES = ("detect", "classify", "build", "tune", "run")
+
+app = typer.Typer(
+    name="mlops",
+    help="Push model code, get a tuned, tracked, registered model and an e-mail.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+for _stage in _STAGES:
+    importlib.import_module(f"pipeline.commands.{_stage}").register(app)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning an ``MlopsError`` into one line and a code."""
+    try:
+        app(standalone_mode=False)
+    except MlopsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as error:  # click's usage errors come through here
+        import click
+
+        if isinstance(error, click.exceptions.ClickException):
+            error.show()
+            sys.exit(ExitCode.USAGE)
+        raise
+    sys.exit(ExitCode.OK)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,14 @@
+"""`mlops build`: placeholder until the stage lands."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `build` command to the CLI."""
+
+    @app.command("build")
+    def _placeholder() -> None:
+        """Not implemented yet."""
+        raise typer.Exit(2)

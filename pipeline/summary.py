@@ -1,0 +1,105 @@
+"""The result of one ``mlops tune``: what ``notify`` e-mails and ``run`` puts in its summary.
+
+``mlops tune`` writes it as ``summary.json`` in the model's run directory; every later stage
+reads that file, so stages stay separate processes (a container, a supervisor) and still agree.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class GoalSpec:
+    """What "good enough" means for a model.
+
+    Attributes:
+        metric: the validation metric the goal is checked on, e.g. ``val_accuracy``.
+        direction: ``maximize`` (accuracy, R²) or ``minimize`` (RMSE).
+        target: the value to reach.
+        confidence: when true, an accuracy goal counts as met only when the lower bound
+            of the Wilson 95% interval reaches ``target``.
+    """
+
+    metric: str = "val_accuracy"
+    direction: str = "maximize"
+    target: float = 0.9
+    confidence: bool = False
+
+    def reached(self, value: float, lower_bound: float | None = None) -> bool:
+        """Whether ``value`` (or its interval's lower bound, when asked for) meets the goal."""
+        if self.direction == "minimize":
+            return value <= self.target
+        checked = lower_bound if (self.confidence and lower_bound is not None) else value
+        return checked >= self.target
+
+
+@dataclass
+class BestTrial:
+    """The best trial of a study, as reported."""
+
+    number: int
+    value: float
+    params: dict[str, Any]
+    interval: tuple[float, float] | None = None  # Wilson 95% for accuracy metrics
+    test_value: float | None = None  # the goal metric on the held-out test split
+    mlflow_run_id: str | None = None
+
+
+@dataclass
+class TuneSummary:
+    """Everything a person wants to know after a search (JSON round-trippable)."""
+
+    model: str
+    goal: GoalSpec
+    goal_met: bool
+    best: BestTrial | None
+    trials_total: int = 0
+    trials_complete: int = 0
+    trials_pruned: int = 0
+    trials_failed: int = 0
+    wall_seconds: float = 0.0
+    study_name: str = ""
+    storage: str = ""  # with any password removed
+    tracking_uri: str = ""
+    mlflow_experiment_id: str | None = None
+    mlflow_parent_run_id: str | None = None
+    mlflow_run_url: str | None = None  # set when the tracking server has a web UI
+    registered_model: str | None = None  # "name" and version, e.g. "face_vgg16/3"
+    kind: str | None = None
+    restarts: int = 0
+    feature_cache_hit: bool | None = None
+    plots: dict[str, str] = field(default_factory=dict)  # title -> PNG path
+    run_dir: str = ""
+    exit_code: int = 0
+
+    def to_json(self) -> str:
+        """Serialise to indented JSON."""
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def write(self, path: Path) -> None:
+        """Write atomically, so a reader never sees half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(self.to_json())
+        tmp.replace(path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TuneSummary:
+        """Rebuild from ``to_json`` output."""
+        data = dict(data)
+        data["goal"] = GoalSpec(**data["goal"])
+        best = data.get("best")
+        if best is not None:
+            if best.get("interval") is not None:
+                best["interval"] = tuple(best["interval"])
+            data["best"] = BestTrial(**best)
+        return cls(**data)
+
+    @classmethod
+    def read(cls, path: Path) -> TuneSummary:
+        """Read a ``summary.json`` written by ``write``."""
+        return cls.from_dict(json.loads(Path(path).read_text()))
