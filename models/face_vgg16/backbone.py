@@ -1,0 +1,83 @@
+"""The frozen VGG16 convolutional base: loading its weights and extracting features once.
+
+Weights are ``imagenet`` (Keras' own loader: downloaded once, cached under
+``$KERAS_HOME/models``), a path to a weights file, or ``none`` (random, seeded).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import MlopsError
+from pipeline.feature_cache import file_digest
+
+IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+
+
+def weights_identity(weights: str, seed: int) -> str:
+    """What the features depend on in the weights: a file's content, or the name (and seed)."""
+    if weights == "imagenet":
+        return "imagenet"
+    if weights == "none":
+        return f"random-seed-{seed}"
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise MlopsError(f"weights file {path} not found; pass --weights imagenet|none|PATH to a .h5 file")
+    return f"sha256:{file_digest(path)}"
+
+
+def load_base(weights: str, size: int, seed: int) -> Any:
+    """Build VGG16 without its top, frozen, on ``size`` x ``size`` RGB input.
+
+    Raises:
+        MlopsError: when the ImageNet weights cannot be fetched (no network, no cached file)
+            or a weights file does not fit VGG16.
+    """
+    import keras
+
+    keras.utils.set_random_seed(seed)
+    source: str | None = None if weights == "none" else weights
+    if source not in (None, "imagenet"):
+        source = str(Path(source).expanduser())  # type: ignore[arg-type]
+    try:
+        base = keras.applications.VGG16(weights=source, include_top=False, input_shape=(size, size, 3))
+    except Exception as error:  # Keras raises a bare Exception for a failed download
+        if weights == "imagenet":
+            home = os.environ.get("KERAS_HOME", str(Path.home() / ".keras"))
+            raise MlopsError(
+                f"VGG16 ImageNet weights unavailable (no network and no {home}/models/{IMAGENET_FILE}); "
+                "put that file there, or pass --weights none or --weights PATH to a VGG16 no-top .h5"
+            ) from None
+        raise MlopsError(f"weights {weights}: not a VGG16 no-top weights file ({error})") from None
+    base.trainable = False
+    return base
+
+
+def extract_features(base: Any, images: np.ndarray, batch_size: int = 32, progress: bool = True) -> np.ndarray:
+    """Global-average-pooled base output for ``images`` (uint8 RGB), with a progress bar.
+
+    The input goes through ``keras.applications.vgg16.preprocess_input`` (RGB to BGR, minus
+    the ImageNet channel means), the convention of both weight sets used here.
+    """
+    import keras
+    import tensorflow as tf
+    from tqdm import tqdm
+
+    preprocess = keras.applications.vgg16.preprocess_input
+
+    @tf.function(reduce_retracing=True)
+    def pooled(batch: Any) -> Any:
+        return tf.reduce_mean(base(batch, training=False), axis=(1, 2))
+
+    chunks = []
+    bar = tqdm(total=len(images), desc="VGG16 features", unit="img", disable=not progress, leave=False)
+    for begin in range(0, len(images), batch_size):
+        batch = preprocess(images[begin : begin + batch_size].astype(np.float32))
+        chunks.append(pooled(tf.constant(batch)).numpy())
+        bar.update(len(batch))
+    bar.close()
+    return np.concatenate(chunks).astype(np.float32)

@@ -1,0 +1,167 @@
+"""Face images for the classifier: a folder per person, or scikit-learn's Olivetti and LFW.
+
+Every loader returns RGB ``uint8`` images at the configured size, integer labels and the
+class names; ``split`` then divides them per person (stratified) with a fixed seed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import MlopsError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+# The box the face-pretrained VGG16 weights were trained on (left, top, right, bottom of 250x250).
+LFW_FACE_BOX = (57, 62, 193, 198)
+
+
+@dataclass
+class Faces:
+    """Images (N, S, S, 3) uint8 RGB, labels (N,) int, and the class names by label."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    names: list[str]
+    skipped: int = 0  # unreadable images passed over
+
+
+def load_faces(options: dict[str, Any]) -> Faces:
+    """Load the data set ``options['source']`` names (``olivetti``, ``lfw`` or ``folder``).
+
+    Raises:
+        MlopsError: for an unknown source, a missing folder, unreadable data or too few images.
+    """
+    source = options.get("source", "olivetti")
+    size = int(options.get("input_size", 64))
+    if size < 32:
+        raise MlopsError(f"data.input_size={size}: VGG16 needs at least 32 px; set data.input_size >= 32")
+    if source == "olivetti":
+        faces = _olivetti(size, options.get("data_home"))
+    elif source == "lfw":
+        faces = _lfw(size, options.get("data_home"), int(options.get("min_faces_per_person", 20)))
+    elif source == "folder":
+        if not options.get("path"):
+            raise MlopsError("data.source=folder needs data.path: a folder with one sub-folder per person")
+        faces = _folder(Path(options["path"]), size, options.get("on_bad_image", "skip"))
+    else:
+        raise MlopsError(f"data.source={source!r} is unknown; use olivetti, lfw or folder")
+    return prune_small_classes(faces, int(options.get("min_images_per_class", 5)))
+
+
+def prune_small_classes(faces: Faces, minimum: int) -> Faces:
+    """Drop people with fewer than ``minimum`` images (they cannot be split three ways)."""
+    counts = np.bincount(faces.labels, minlength=len(faces.names))
+    keep = np.flatnonzero(counts >= minimum)
+    if len(keep) < 2:
+        raise MlopsError(
+            f"only {len(keep)} class(es) have >= {minimum} images; add images or lower "
+            "data.min_images_per_class"
+        )
+    if len(keep) < len(faces.names):
+        log.warning("pruned %d class(es) with fewer than %d images", len(faces.names) - len(keep), minimum)
+    remap = np.full(len(faces.names), -1)
+    remap[keep] = np.arange(len(keep))
+    mask = remap[faces.labels] >= 0
+    return Faces(faces.images[mask], remap[faces.labels[mask]], [faces.names[i] for i in keep], faces.skipped)
+
+
+def split(faces: Faces, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
+    """Indices of a train / validation / test split, stratified per person, reproducible by seed."""
+    from sklearn.model_selection import train_test_split
+
+    index = np.arange(len(faces.labels))
+    rest, test = train_test_split(index, test_size=test_fraction, stratify=faces.labels, random_state=seed)
+    val_share = val_fraction / (1.0 - test_fraction)
+    train, val = train_test_split(rest, test_size=val_share, stratify=faces.labels[rest], random_state=seed)
+    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def _to_rgb_uint8(images: np.ndarray, size: int) -> np.ndarray:
+    """Float [0, 1] or uint8, gray or colour, any size -> uint8 RGB at size x size."""
+    from PIL import Image
+
+    if images.dtype != np.uint8:
+        images = np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, image in enumerate(images):
+        picture = Image.fromarray(image).convert("RGB")
+        if picture.size != (size, size):
+            picture = picture.resize((size, size), Image.BILINEAR)
+        out[i] = np.asarray(picture)
+    return out
+
+
+def _olivetti(size: int, data_home: str | None) -> Faces:
+    from sklearn.datasets import fetch_olivetti_faces
+
+    try:
+        bunch = fetch_olivetti_faces(data_home=data_home, download_if_missing=False)
+    except OSError:
+        raise MlopsError(
+            "Olivetti faces not found in the scikit-learn data folder; set SCIKIT_LEARN_DATA to a folder "
+            "holding olivetti_py3.pkz (or run once with a network)"
+        ) from None
+    names = [f"person_{i:02d}" for i in range(40)]
+    return Faces(_to_rgb_uint8(bunch.images, size), bunch.target.astype(np.int64), names)
+
+
+def _lfw(size: int, data_home: str | None, min_faces: int) -> Faces:
+    from sklearn.datasets import fetch_lfw_people
+
+    left, top, right, bottom = LFW_FACE_BOX
+    try:
+        people = fetch_lfw_people(
+            data_home=data_home, download_if_missing=False, min_faces_per_person=min_faces,
+            color=True, slice_=(slice(top, bottom), slice(left, right)), resize=size / (right - left),
+        )
+    except OSError:
+        raise MlopsError(
+            "LFW not found in the scikit-learn data folder; set SCIKIT_LEARN_DATA to a folder holding "
+            "lfw_home/lfw_funneled (or run once with a network)"
+        ) from None
+    images = people.images / 255.0 if people.images.max() > 1.0 else people.images
+    return Faces(_to_rgb_uint8(images, size), people.target.astype(np.int64), list(people.target_names))
+
+
+def _folder(root: Path, size: int, on_bad_image: str) -> Faces:
+    from PIL import Image, UnidentifiedImageError
+
+    if not root.is_dir():
+        raise MlopsError(f"data.path={root}: no such folder; point it at <root>/<person>/<image>.jpg")
+    if on_bad_image not in ("skip", "fail"):
+        raise MlopsError(f"data.on_bad_image={on_bad_image!r}: use skip or fail")
+    people = sorted(p for p in root.iterdir() if p.is_dir())
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    names: list[str] = []
+    skipped = 0
+    for person in people:
+        files = sorted(f for f in person.iterdir() if f.suffix in IMAGE_SUFFIXES)
+        if not files:
+            continue
+        label = len(names)
+        names.append(person.name.replace("_", " "))
+        for file in files:
+            try:
+                with Image.open(file) as picture:
+                    rgb = picture.convert("RGB").resize((size, size), Image.BILINEAR)
+                    images.append(np.asarray(rgb, np.uint8))
+            except (UnidentifiedImageError, OSError) as error:
+                if on_bad_image == "fail":
+                    raise MlopsError(f"{file}: unreadable image ({error}); fix or remove it, or set "
+                                     "data.on_bad_image=skip") from None
+                log.warning("skipping unreadable image %s", file)
+                skipped += 1
+                continue
+            labels.append(label)
+    if not images:
+        raise MlopsError(f"data.path={root}: no .jpg/.jpeg/.png images in <person>/ sub-folders")
+    if skipped:
+        log.warning("skipped %d unreadable image(s) under %s", skipped, root)
+    return Faces(np.stack(images), np.asarray(labels, np.int64), names, skipped)

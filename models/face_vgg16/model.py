@@ -1,0 +1,144 @@
+"""VGG16 transfer-learning face classifier: a frozen conv base, a searched dense head.
+
+``prepare`` loads the faces, splits them per person and computes the base's pooled features
+once (content-addressed cache); every trial then trains only the head on those vectors.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
+from pipeline.fastfit import fit_classifier
+from pipeline.feature_cache import FeatureCache, fingerprint
+
+from .backbone import extract_features, load_base, weights_identity
+from .faces import load_faces, split
+
+PREPROCESSING = "keras.applications.vgg16.preprocess_input+global_average_pool"
+_DEFAULTS = {
+    "n_layers": 1, "units": [256], "dropout": 0.2, "activation": "relu", "optimizer": "adam",
+    "learning_rate": 1e-3, "batch_size": 32, "epochs": 40,
+}
+
+
+@dataclass
+class FaceData:
+    """Per-split features and labels, and what is needed to rebuild the full model."""
+
+    features: dict[str, np.ndarray]
+    labels: dict[str, np.ndarray]
+    names: list[str]
+    images_example: np.ndarray
+    weights: str
+    size: int
+    seed: int
+    patience: int | None
+
+
+def prepare(ctx: StudyContext) -> FaceData:
+    """Load, split and featurise the faces (features from the cache when they are there)."""
+    options = ctx.data
+    size = int(options.get("input_size", 64))
+    weights = str(ctx.params.get("weights", "imagenet"))
+    faces = load_faces(options)
+    parts = split(faces, float(options.get("val_fraction", 0.2)), float(options.get("test_fraction", 0.2)), ctx.seed)
+    data_id = fingerprint(faces.images, faces.labels)
+    key = {
+        "data": data_id, "backbone": "vgg16", "weights": weights_identity(weights, ctx.seed),
+        "input_size": size, "preprocessing": PREPROCESSING,
+    }
+
+    def compute() -> dict[str, np.ndarray]:
+        started = time.perf_counter()
+        base = load_base(weights, size, ctx.seed)
+        features = extract_features(base, faces.images)
+        ctx.log(f"features: {len(features)} images through VGG16 in {time.perf_counter() - started:.1f}s")
+        return {"features": features}
+
+    arrays, hit = FeatureCache(ctx.cache_dir).get_or_compute(key, compute)
+    if hit:
+        ctx.log(f"features: reused from the cache ({FeatureCache(ctx.cache_dir).path(FeatureCache.key(key))})")
+    ctx.facts.update({
+        "data_fingerprint": data_id, "feature_cache_hit": hit, "n_images": len(faces.labels),
+        "n_classes": len(faces.names), "skipped_images": faces.skipped,
+        "n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"]),
+    })
+    features = arrays["features"]
+    return FaceData(
+        features={name: features[index] for name, index in parts.items()},
+        labels={name: faces.labels[index] for name, index in parts.items()},
+        names=faces.names,
+        images_example=faces.images[parts["test"][:2]],
+        weights=weights, size=size, seed=ctx.seed,
+        patience=ctx.params.get("patience", 10),
+    )
+
+
+def build_head(data: FaceData, params: dict[str, Any]) -> Any:
+    """The dense head: standardise, then ``n_layers`` x (Dense, Dropout), then softmax."""
+    import keras
+
+    train = data.features["train"]
+    layers: list[Any] = [
+        keras.Input((train.shape[1],)),
+        keras.layers.Normalization(mean=train.mean(axis=0), variance=train.var(axis=0) + 1e-6),
+    ]
+    units = params["units"] if isinstance(params["units"], list) else [params["units"]] * params["n_layers"]
+    for width in units[: int(params["n_layers"])]:
+        layers.append(keras.layers.Dense(int(width), activation=params["activation"]))
+        layers.append(keras.layers.Dropout(float(params["dropout"])))
+    layers.append(keras.layers.Dense(len(data.names), activation="softmax"))
+    return keras.Sequential(layers, name="face_head")
+
+
+def make_optimizer(name: str, learning_rate: float) -> Any:
+    """A Keras optimizer by name (``adam``, ``adamw``, ``rmsprop``, ``sgd`` with momentum)."""
+    import keras
+
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    choices = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
+    if name not in choices:
+        raise ValueError(f"optimizer {name!r} is unknown; allowed: adam, adamw, rmsprop, sgd")
+    return choices[name](learning_rate)
+
+
+def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainResult:
+    """Fit one head on the cached features; resumes from ``trial.checkpoint_dir``."""
+    import keras
+
+    params = {**_DEFAULTS, **params}
+    keras.utils.set_random_seed(trial.seed)
+    head = build_head(data, params)
+    outcome = fit_classifier(
+        head, make_optimizer(params["optimizer"], float(params["learning_rate"])),
+        (data.features["train"], data.labels["train"]), (data.features["val"], data.labels["val"]),
+        epochs=int(params["epochs"]), batch_size=int(params["batch_size"]), seed=trial.seed,
+        checkpoint_dir=trial.checkpoint_dir, report=trial.report, patience=data.patience,
+    )
+    return TrainResult(outcome.best_value, head, outcome.history, n_val=len(data.labels["val"]))
+
+
+def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
+    """Accuracy of the chosen head on the held-out test split (touched once, at the end)."""
+    probs = result.model.predict(data.features["test"], verbose=0)
+    predicted = probs.argmax(axis=1)
+    truth = data.labels["test"]
+    return Evaluation(float((predicted == truth).mean()), len(truth), truth, predicted, data.names)
+
+
+def export(data: FaceData, result: TrainResult) -> ExportedModel:
+    """VGG16 base + pooling + trained head: one Keras model from preprocessed images to classes."""
+    import keras
+
+    base = load_base(data.weights, data.size, data.seed)
+    inputs = keras.Input((data.size, data.size, 3), name="image")
+    pooled = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+    model = keras.Model(inputs, result.model(pooled), name="face_vgg16")
+    example = keras.applications.vgg16.preprocess_input(data.images_example.astype(np.float32))
+    return ExportedModel("keras", model, example, ["tensorflow-cpu==2.21.0", "keras==3.15.1"])

@@ -1,0 +1,166 @@
+"""The Optuna study behind a search: storage, pruner, stopping rules, crash recovery.
+
+The study lives in RDB storage (SQLite by default, PostgreSQL to share it between machines)
+with a heartbeat, so a trial whose process died is failed and retried with the same
+parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.trial import FrozenTrial, TrialState
+
+from pipeline.errors import MlopsError
+from pipeline.settings import TuneSettings
+
+WORKER_ATTR = "worker"
+GOAL_ATTR = "goal_met"
+
+
+def worker_id() -> str:
+    """This process, as host, PID namespace (a container has its own) and PID."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = "-"
+    return f"{socket.gethostname()}|{namespace}|{os.getpid()}"
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    """One of Optuna's pruners by name; all wait a few trials and epochs before judging."""
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=5)
+    if name == "percentile":
+        return optuna.pruners.PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=5)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=3)
+    if name == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=3)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(name: str, direction: str, settings: TuneSettings) -> tuple[optuna.Study, RDBStorage]:
+    """Create the study, or load it when a previous run (or another worker) made it.
+
+    Raises:
+        MlopsError: when the storage URL is malformed or its database unreachable.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print our own line per trial
+    # Heartbeats and the retry callback are "experimental" in Optuna 5; they are the documented way.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry, inherit_intermediate_values=True)
+    try:
+        storage = RDBStorage(
+            settings.storage_url,
+            engine_kwargs={"connect_args": {"timeout": 30}} if settings.storage_url.startswith("sqlite") else None,
+            heartbeat_interval=settings.heartbeat_interval,
+            grace_period=settings.grace_period,
+            heartbeat_stale_trial_callback=retry,
+        )
+        study = optuna.create_study(
+            study_name=name, storage=storage, direction=direction, load_if_exists=True,
+            sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
+            pruner=make_pruner(settings.pruner),
+        )
+    except Exception as error:
+        if isinstance(error, MlopsError):
+            raise
+        url = redact(settings.storage_url)
+        raise MlopsError(f"study storage {url} unusable ({type(error).__name__}: {error}); fix --storage") from None
+    return study, storage
+
+
+def redact(url: str) -> str:
+    """A storage URL with any password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest and ":" in rest.split("@", 1)[0]:
+        user = rest.split("@", 1)[0].split(":", 1)[0]
+        return f"{scheme}{sep}{user}:***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def reclaim_dead_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
+    """Fail and retry RUNNING trials whose process on this machine is gone.
+
+    Optuna would do the same once their heartbeat is older than the grace period; a trial
+    that ran here under a PID that no longer exists is certainly dead, so it is reclaimed at
+    once instead of making a restarted run wait. Trials of other machines are left to the
+    heartbeat.
+
+    Returns:
+        The numbers of the trials reclaimed.
+    """
+    host, namespace, _ = worker_id().split("|")
+    reclaimed = []
+    retry = storage.get_heartbeat_stale_trial_callback()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = str(trial.user_attrs.get(WORKER_ATTR, "")).split("|")
+        if len(owner) != 3 or owner[0] != host or owner[1] != namespace or _alive(int(owner[2])):
+            continue
+        if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            reclaimed.append(trial.number)
+            if retry is not None:
+                retry(study, storage.get_trial(trial._trial_id))
+    return reclaimed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # a PID reused by us is not the old worker
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def finished(study: optuna.Study) -> list[FrozenTrial]:
+    """Trials that count against the budget: complete or pruned."""
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+
+
+def goal_met_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Complete trials that reached the goal."""
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get(GOAL_ATTR)]
+
+
+class StopRules:
+    """An ``optimize`` callback: stop at the goal (``study.stop()``) or at the trial budget."""
+
+    def __init__(self, max_trials: int) -> None:
+        self.max_trials = max_trials
+        self.reason: str | None = None
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Called by Optuna after every trial."""
+        if trial.state == TrialState.COMPLETE and trial.user_attrs.get(GOAL_ATTR):
+            self.reason = "goal"
+            study.stop()
+        elif len(finished(study)) >= self.max_trials:
+            self.reason = "max_trials"
+            study.stop()
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state, for the summary."""
+    tally: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        tally[trial.state.name] = tally.get(trial.state.name, 0) + 1
+    return tally
+
+
+def trial_origin(trial: Any) -> int:
+    """The number of the first trial in a retry chain (whose checkpoint a retry resumes)."""
+    if isinstance(trial, FrozenTrial):
+        attrs = trial.system_attrs
+    else:  # a live Trial exposes its system attributes only through the storage
+        attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
+    return int(attrs.get("failed_trial", trial.number))

@@ -1,0 +1,158 @@
+"""MLflow bookkeeping: one parent run per search, one nested run per trial, the registry.
+
+Runs are written through ``MlflowClient`` with explicit run ids rather than the fluent
+``active run`` (a resumed search re-opens runs by id; Optuna's ``MLflowCallback`` makes no
+parent run, optuna#5148). Per-epoch metrics go in one ``log_batch`` when a trial ends: a
+trial lasts well under a second, and one call per epoch would cost more than the epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pipeline.errors import MlopsError
+
+TRIAL_TAG = "optuna.trial_number"
+STUDY_TAG = "optuna.study_name"
+
+
+def _client(uri: str) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+class Tracker:
+    """Writes a study's runs to one experiment of one tracking server.
+
+    Args:
+        uri: the tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``, ...).
+        experiment: the experiment name (created when missing).
+
+    Raises:
+        MlopsError: when the tracking server cannot be reached.
+    """
+
+    def __init__(self, uri: str, experiment: str) -> None:
+        import mlflow
+
+        self.uri = uri
+        mlflow.set_tracking_uri(uri)
+        self.client = _client(uri)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+        except Exception as error:  # connection errors surface as many different types
+            raise MlopsError(
+                f"MLflow tracking at {uri} unreachable ({type(error).__name__}); start the server or "
+                "pass --tracking-uri sqlite:///mlflow.db"
+            ) from None
+
+    def parent_run(self, run_id: str | None, name: str, tags: Mapping[str, str]) -> str:
+        """Re-open the search's parent run when ``run_id`` names one, else start it."""
+        if run_id:
+            try:
+                self.client.update_run(run_id, status="RUNNING")
+                return run_id
+            except Exception:  # deleted meanwhile: start a new one
+                pass
+        run = self.client.create_run(self.experiment_id, tags=dict(tags), run_name=name)
+        return str(run.info.run_id)
+
+    def trial_run(self, run_id: str | None, parent_id: str, name: str, tags: Mapping[str, str]) -> str:
+        """Re-open a retried trial's run (so it is never counted twice), else start a nested one."""
+        if run_id:
+            try:
+                self.client.update_run(run_id, status="RUNNING", name=name)
+                self.log(run_id, tags=tags)
+                return run_id
+            except Exception:
+                pass
+        run = self.client.create_run(
+            self.experiment_id, tags={"mlflow.parentRunId": parent_id, **tags}, run_name=name
+        )
+        return str(run.info.run_id)
+
+    def log(
+        self, run_id: str, *, params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None,
+        history: Mapping[str, Sequence[float] | Mapping[int, float]] | None = None,
+    ) -> None:
+        """Params, final metrics, tags and per-epoch curves in one ``log_batch`` call."""
+        from mlflow.entities import Metric, Param, RunTag
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
+        for name, values in (history or {}).items():
+            steps = values.items() if isinstance(values, Mapping) else enumerate(values)
+            batch.extend(Metric(f"epoch_{name}", float(v), now, int(step)) for step, v in steps)
+        for begin in range(0, max(len(batch), 1), 1000):  # MLflow caps a batch at 1000 metrics
+            self.client.log_batch(
+                run_id,
+                metrics=batch[begin : begin + 1000],
+                params=[Param(k, str(v)[:6000]) for k, v in (params or {}).items()] if begin == 0 else [],
+                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()] if begin == 0 else [],
+            )
+
+    def finish(self, run_id: str, status: str = "FINISHED") -> None:
+        """Close a run (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+        self.client.set_terminated(run_id, status=status)
+
+    def close_orphans(self, parent_id: str, live: set[str]) -> int:
+        """Mark trial runs left RUNNING by a dead process (and not being resumed) as KILLED."""
+        runs = self.client.search_runs(
+            [self.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and attributes.status = 'RUNNING'"
+        )
+        orphans = [run.info.run_id for run in runs if run.info.run_id not in live]
+        for run_id in orphans:
+            self.finish(run_id, "KILLED")
+        return len(orphans)
+
+    def log_artifact(self, run_id: str, path: str, folder: str | None = None) -> None:
+        """Attach a file (a plot) to a run."""
+        self.client.log_artifact(run_id, path, folder)
+
+    def log_and_register(
+        self, run_id: str, exported: Any, name: str, register: bool, tags: Mapping[str, str]
+    ) -> str | None:
+        """Log the model in the best trial's run; register it and alias it ``champion``.
+
+        Returns:
+            ``"<name>/<version>"`` when registered, else ``None``.
+        """
+        import mlflow
+
+        from mlflow.models import infer_signature
+
+        flavor = {"keras": mlflow.keras, "sklearn": mlflow.sklearn}[exported.flavor]
+        signature = None
+        if exported.input_example is not None:
+            # A signature, not an input example: mlflow.keras writes the example before it creates
+            # the model folder (FileNotFoundError, MLflow 3.17).
+            signature = infer_signature(exported.input_example, _predict(exported.model, exported.input_example))
+        with mlflow.start_run(run_id=run_id):
+            info = flavor.log_model(
+                exported.model, name="model", signature=signature,
+                pip_requirements=exported.pip_requirements or None,
+            )
+        if not register:
+            return None
+        version = mlflow.register_model(info.model_uri, name, tags=dict(tags))
+        self.client.set_registered_model_alias(name, "champion", version.version)
+        return f"{name}/{version.version}"
+
+    def run_url(self, run_id: str) -> str | None:
+        """The run's page in the MLflow UI, when the tracking URI is a web server."""
+        if not self.uri.startswith(("http://", "https://")):
+            return None
+        return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+def _predict(model: Any, batch: Any) -> Any:
+    """Predictions for a signature, without Keras' progress bar."""
+    try:
+        return model.predict(batch, verbose=0)
+    except TypeError:  # scikit-learn estimators take no verbose
+        return model.predict(batch)

@@ -1,0 +1,128 @@
+"""``mlops tune``: search a model's hyperparameters until its goal is met or the budget is spent.
+
+One call prepares the data once, opens (or resumes) the study and its MLflow parent run,
+runs trials until a trial reaches the goal (``study.stop()``), the trial budget or the
+timeout, then scores the best trial once on the test split, logs plots and the model, and
+registers it (alias ``champion``) when the goal was met.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from pipeline.contract import StudyContext, load_plugin
+from pipeline.errors import ExitCode
+from pipeline.objective import Objective
+from pipeline.results import finish_study
+from pipeline.settings import TuneSettings, apply_overrides
+from pipeline.study import StopRules, finished, goal_met_trials, open_study, reclaim_dead_trials
+from pipeline.summary import TuneSummary
+from pipeline.tracking import Tracker
+from pipeline.versioning import git_commit
+
+
+def study_name_for(manifest: Any, data: dict[str, Any], params: dict[str, Any], seed: int) -> str:
+    """Model name plus a hash of everything that makes trials comparable.
+
+    A changed data source, weights file, search space or seed starts a new study instead of
+    mixing incomparable trials into an old one; the same command resumes the same study.
+    """
+    space = [(p.name, p.type, p.low, p.high, p.log, list(p.choices), p.per_layer) for p in manifest.search_space.params]
+    parts = {"data": data, "params": params, "space": space, "metric": manifest.goal.metric, "seed": seed}
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{manifest.name}-{digest[:8]}"
+
+
+def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = print) -> TuneSummary:
+    """Run (or resume) the search for the model in ``model_dir``.
+
+    Returns:
+        The summary (also written to ``<runs_dir>/<model>/summary.json``); its ``exit_code``
+        is 0 when the goal was met and ``ExitCode.GOAL_NOT_MET`` when it was not.
+
+    Raises:
+        MlopsError: for bad configuration, unreadable data, unreachable services.
+    """
+    started = time.perf_counter()
+    plugin = load_plugin(model_dir)
+    manifest = plugin.manifest
+    goal = replace(
+        manifest.goal,
+        target=manifest.goal.target if settings.goal is None else settings.goal,
+        confidence=manifest.goal.confidence or settings.goal_confidence,
+    )
+    data_options, params = apply_overrides(manifest, settings)
+    name = settings.study_name or study_name_for(manifest, data_options, params, settings.seed)
+    run_dir = settings.runs_dir.resolve() / manifest.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(settings.tracking, settings.experiment or manifest.name)  # fail fast, before the data
+    study, storage = open_study(name, goal.direction, settings)
+    log(f"study {name} in {settings.storage_url if settings.storage else run_dir.parent / 'optuna.db'}: "
+        f"{len(finished(study))} finished trial(s) so far; goal {goal.metric} "
+        f"{'>=' if goal.direction == 'maximize' else '<='} {goal.target:g}"
+        f"{' (Wilson 95% lower bound)' if goal.confidence else ''}")
+
+    context = StudyContext(manifest, data_options, params, settings.seed, settings.cache_dir, log)
+    data = plugin.prepare(context)
+    commit = git_commit(manifest.folder)
+    tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
+    parent_id = tracker.parent_run(study.user_attrs.get("mlflow_parent_run_id"), name, {**tags, "model": manifest.name})
+    study.set_user_attr("mlflow_parent_run_id", parent_id)
+    tracker.log(parent_id, params={"model": manifest.name, "goal": goal.target, "goal_metric": goal.metric,
+                                   **{f"data.{k}": v for k, v in data_options.items()},
+                                   **{f"params.{k}": v for k, v in params.items()}},
+                tags={**tags, **{f"data.{k}": v for k, v in context.facts.items()}})
+
+    reclaimed = reclaim_dead_trials(study, storage)
+    if reclaimed:
+        log(f"resuming: trial(s) {', '.join(map(str, reclaimed))} died with their process; retrying from their checkpoints")
+    waiting = {str(t.user_attrs.get("mlflow_run_id")) for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))}
+    tracker.close_orphans(parent_id, live=waiting)
+
+    objective = Objective(plugin, data, goal, tracker, parent_id, run_dir / name / "checkpoints", tags, settings.seed, log)
+    rules = StopRules(settings.max_trials)
+    if goal_met_trials(study):
+        log("the goal was already met in this study; reporting its best trial")
+    elif len(finished(study)) < settings.max_trials:
+        study.optimize(objective, timeout=settings.timeout, callbacks=[rules], catch=(ArithmeticError, ValueError))
+    tracker.close_orphans(parent_id, live=set())
+
+    summary = finish_study(
+        study, plugin, data, goal, tracker, parent_id, objective, settings, run_dir, log,
+        restarts=int(study.user_attrs.get("restarts", 0)),
+    )
+    summary.wall_seconds = time.perf_counter() - started
+    summary.feature_cache_hit = context.facts.get("feature_cache_hit")
+    summary.exit_code = ExitCode.OK if summary.goal_met else ExitCode.GOAL_NOT_MET
+    summary.write(run_dir / "summary.json")
+    tracker.log_artifact(parent_id, str(run_dir / "summary.json"))
+    tracker.finish(parent_id, "FINISHED")
+    _print_summary(summary, objective.logging_seconds, log)
+    return summary
+
+
+def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[str], None]) -> None:
+    goal, best = summary.goal, summary.best
+    sign = ">=" if goal.direction == "maximize" else "<="
+    if best is None:
+        log(f"goal NOT met: no trial finished ({summary.trials_failed} failed)")
+    else:
+        bounds = f" [{best.interval[0]:.3f}, {best.interval[1]:.3f}]" if best.interval else ""
+        verdict = "goal met" if summary.goal_met else "goal NOT met"
+        log(f"{verdict}: best {goal.metric} {best.value:.4f}{bounds} (trial {best.number}), goal {sign} {goal.target:g}")
+        if best.test_value is not None:
+            log(f"test {goal.metric.removeprefix('val_')}: {best.test_value:.4f} (held-out split, scored once)")
+    log(f"trials: {summary.trials_total} ({summary.trials_complete} complete, {summary.trials_pruned} pruned, "
+        f"{summary.trials_failed} failed) in {summary.wall_seconds:.1f}s; MLflow logging {logging_seconds:.1f}s")
+    if summary.registered_model:
+        log(f"model: registered {summary.registered_model} (alias champion)")
+    log(f"runs: MLflow {summary.tracking_uri}, experiment {summary.model}, parent run {summary.mlflow_parent_run_id}")
+    log(f"summary: {Path(summary.run_dir) / 'summary.json'}")
