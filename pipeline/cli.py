@@ -30,7 +30,8 @@ for _stage in _STAGES:
 def main() -> None:
     """Console entry point: run the app, turning an ``MlopsError`` into one line and a code."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode, click returns the code of a ``typer.Exit`` instead of exiting.
+        code = app(standalone_mode=False)
     except MlopsError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
@@ -46,7 +47,7 @@ def main() -> None:
             error.show()
             sys.exit(ExitCode.USAGE)
         raise
-    sys.exit(ExitCode.OK)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 
 if __name__ == "__main__":

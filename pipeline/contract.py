@@ -196,5 +196,5 @@ def _ensure_package(name: str, folder: Path | None) -> None:
     if name in sys.modules:
         return
     module = ModuleType(name)
-    module.__path__ = [str(folder)] if folder else []  # type: ignore[attr-defined]
+    module.__path__ = [str(folder)] if folder else []
     sys.modules[name] = module

@@ -144,8 +144,13 @@ def _compile_epoch(model: Any, optimizer: Any, x: Any, y: Any, xv: Any, yv: Any,
 
 
 def _save(
-    path: Path, model: Any, optimizer: Any, epoch: int, history: dict[str, list[float]],
-    best_value: float, best_epoch: int,
+    path: Path,
+    model: Any,
+    optimizer: Any,
+    epoch: int,
+    history: dict[str, list[float]],
+    best_value: float,
+    best_epoch: int,
 ) -> None:
     arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
     if optimizer is not None:

@@ -26,7 +26,7 @@ def fingerprint(*arrays: np.ndarray) -> str:
     for array in arrays:
         array = np.ascontiguousarray(array)
         digest.update(f"{array.shape}{array.dtype}".encode())
-        digest.update(memoryview(array).cast("B"))
+        digest.update(array.tobytes())  # a copy, but hashing dominates anyway
     return digest.hexdigest()
 
 
@@ -83,7 +83,7 @@ class FeatureCache:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
         os.replace(tmp, path)  # concurrent workers may race; both write the same content
         path.with_suffix(".json").write_text(json.dumps(dict(parts), indent=2, sort_keys=True, default=str))
         return arrays, False

@@ -20,8 +20,17 @@ from pipeline.summary import GoalSpec
 MANIFEST = "model.yaml"
 KINDS = ("cnn", "ann", "regression")
 _TOP_KEYS = {
-    "name", "kind", "framework", "entrypoint", "description", "goal", "tune", "data",
-    "params", "search_space", "requirements",
+    "name",
+    "kind",
+    "framework",
+    "entrypoint",
+    "description",
+    "goal",
+    "tune",
+    "data",
+    "params",
+    "search_space",
+    "requirements",
 }
 _GOAL_KEYS = {"metric", "direction", "target", "confidence"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
@@ -76,9 +85,7 @@ def _goal(raw: Any, path: Path) -> GoalSpec:
     goal = _mapping(raw, f"{path}: 'goal'")
     unknown = set(goal) - _GOAL_KEYS
     if unknown:
-        raise MlopsError(
-            f"{path}: unknown key 'goal.{sorted(unknown)[0]}'; allowed: {', '.join(sorted(_GOAL_KEYS))}"
-        )
+        raise MlopsError(f"{path}: unknown key 'goal.{sorted(unknown)[0]}'; allowed: {', '.join(sorted(_GOAL_KEYS))}")
     direction = goal.get("direction", "maximize")
     if direction not in ("maximize", "minimize"):
         raise MlopsError(f"{path}: goal.direction must be 'maximize' or 'minimize', not {direction!r}")
@@ -107,9 +114,7 @@ def parse_manifest(raw: Any, path: Path) -> ModelManifest:
     doc = _mapping(raw, str(path))
     unknown = set(doc) - _TOP_KEYS
     if unknown:
-        raise MlopsError(
-            f"{path}: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(sorted(_TOP_KEYS))}"
-        )
+        raise MlopsError(f"{path}: unknown key '{sorted(unknown)[0]}'; allowed: {', '.join(sorted(_TOP_KEYS))}")
     name = doc.get("name") or path.parent.name
     if not isinstance(name, str) or not _NAME.match(name):
         raise MlopsError(f"{path}: name {name!r} must be lowercase letters, digits, '_', '-' or '.'")

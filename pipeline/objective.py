@@ -50,8 +50,16 @@ class Objective:
     """
 
     def __init__(
-        self, plugin: ModelPlugin, data: Any, goal: GoalSpec, tracker: Tracker, parent_id: str,
-        checkpoints: Path, tags: Mapping[str, str], seed: int, log: Callable[[str], None],
+        self,
+        plugin: ModelPlugin,
+        data: Any,
+        goal: GoalSpec,
+        tracker: Tracker,
+        parent_id: str,
+        checkpoints: Path,
+        tags: Mapping[str, str],
+        seed: int,
+        log: Callable[[str], None],
     ) -> None:
         self.plugin, self.data, self.goal = plugin, data, goal
         self.tracker, self.parent_id, self.checkpoints = tracker, parent_id, checkpoints
@@ -82,7 +90,9 @@ class Objective:
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        context = TrialContext(trial.number, self.seed + origin, report, checkpoint_dir, self.goal.metric, self.goal.direction)
+        context = TrialContext(
+            trial.number, self.seed + origin, report, checkpoint_dir, self.goal.metric, self.goal.direction
+        )
         try:
             result = self.plugin.train(self.data, params, context)
         except optuna.TrialPruned:
@@ -90,7 +100,7 @@ class Objective:
             value = last[max(last)] if last else float("nan")
             self._close(run_id, params, {self.goal.metric: value}, seen, "PRUNED", "FINISHED")
             shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a pruned trial's weights are never needed
-            self._line(trial.number, "pruned", value, None, time.perf_counter() - started, params)
+            self._line(trial.number, "pruned", value, None, time.perf_counter() - started, params, seen)
             raise
         except Exception:
             self._close(run_id, params, {}, seen, "FAIL", "FAILED")
@@ -106,7 +116,8 @@ class Objective:
         (checkpoint_dir / "latest.npz").unlink(missing_ok=True)  # keep only the best epoch's weights
         if self._better(result.value):
             self.best = (trial.number, result)
-        self._line(trial.number, "goal met" if met else "complete", result.value, interval, time.perf_counter() - started, params)
+        state = "goal met" if met else "complete"
+        self._line(trial.number, state, result.value, interval, time.perf_counter() - started, params, seen)
         return result.value
 
     def _better(self, value: float) -> bool:
@@ -115,8 +126,14 @@ class Objective:
         return value > self.best[1].value if self.goal.direction == "maximize" else value < self.best[1].value
 
     def _close(
-        self, run_id: str, params: Mapping[str, Any], metrics: Mapping[str, float], history: Mapping[str, Any],
-        state: str, status: str, goal_met: bool = False,
+        self,
+        run_id: str,
+        params: Mapping[str, Any],
+        metrics: Mapping[str, float],
+        history: Mapping[str, Any],
+        state: str,
+        status: str,
+        goal_met: bool = False,
     ) -> None:
         tags = {"optuna.state": state, "goal_met": str(goal_met).lower()}
         self._timed(self.tracker.log, run_id, params=flatten(params), metrics=metrics, tags=tags, history=history)
@@ -130,12 +147,22 @@ class Objective:
             self.logging_seconds += time.perf_counter() - started
 
     def _line(
-        self, number: int, state: str, value: float, interval: tuple[float, float] | None, seconds: float,
+        self,
+        number: int,
+        state: str,
+        value: float,
+        interval: tuple[float, float] | None,
+        seconds: float,
         params: Mapping[str, Any],
+        seen: Mapping[str, Mapping[int, float]],
     ) -> None:
         bounds = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
         shown = " ".join(f"{k}={_short(v)}" for k, v in params.items())
-        self.log(f"trial {number:3d}  {state:9s} {self.goal.metric} {value:.4f}{bounds}  {seconds:5.2f}s  {shown}")
+        epochs = seen.get(self.goal.metric, {})
+        resumed = f"  (resumed at epoch {min(epochs)})" if epochs and min(epochs) > 0 else ""
+        self.log(
+            f"trial {number:3d}  {state:9s} {self.goal.metric} {value:.4f}{bounds}  {seconds:5.2f}s  {shown}{resumed}"
+        )
 
 
 def _short(value: Any) -> str:

@@ -82,8 +82,14 @@ def confusion_matrix(y_true: Any, y_pred: Any, labels: list[str], path: Path) ->
     fig, ax = _figure(size, size)
     ticks = len(labels) <= 40
     ConfusionMatrixDisplay.from_predictions(
-        y_true, y_pred, labels=list(range(len(labels))), display_labels=labels if ticks else None,
-        ax=ax, colorbar=False, include_values=len(labels) <= 15, xticks_rotation="vertical",
+        y_true,
+        y_pred,
+        labels=list(range(len(labels))),
+        display_labels=labels if ticks else None,
+        ax=ax,
+        colorbar=False,
+        include_values=len(labels) <= 15,
+        xticks_rotation="vertical",
     )
     ax.set_title("Confusion matrix (test split)")
     if not ticks:

@@ -29,38 +29,69 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
     return study.best_trial if complete else None
 
 
-def _result_of(trial: optuna.trial.FrozenTrial, plugin: ModelPlugin, data: Any, objective: Objective,
-               run_dir: Path) -> TrainResult:
+def _result_of(
+    trial: optuna.trial.FrozenTrial, plugin: ModelPlugin, data: Any, objective: Objective, run_dir: Path
+) -> TrainResult:
     """The best trial's fitted model: kept in memory, or refitted (same seed) after a restart."""
     if objective.best is not None and objective.best[0] == trial.number:
         return objective.best[1]
     params = plugin.manifest.search_space.sample(optuna.trial.FixedTrial(trial.params))
     replay = run_dir / "replay"
     shutil.rmtree(replay, ignore_errors=True)
-    context = TrialContext(trial.number, objective.seed + int(trial_origin(trial)),
-                           lambda epoch, metrics: None, replay, objective.goal.metric, objective.goal.direction)
+    context = TrialContext(
+        trial.number,
+        objective.seed + int(trial_origin(trial)),
+        lambda epoch, metrics: None,
+        replay,
+        objective.goal.metric,
+        objective.goal.direction,
+    )
     return plugin.train(data, params, context)
 
 
 def finish_study(
-    study: optuna.Study, plugin: ModelPlugin, data: Any, goal: GoalSpec, tracker: Tracker, parent_id: str,
-    objective: Objective, settings: TuneSettings, run_dir: Path, log: Callable[[str], None], restarts: int = 0,
+    study: optuna.Study,
+    plugin: ModelPlugin,
+    data: Any,
+    goal: GoalSpec,
+    tracker: Tracker,
+    parent_id: str,
+    objective: Objective,
+    settings: TuneSettings,
+    run_dir: Path,
+    log: Callable[[str], None],
+    restarts: int = 0,
 ) -> TuneSummary:
     """Score, plot, log and register the study's best trial; return the summary."""
     tally = counts(study)
     summary = TuneSummary(
-        model=plugin.manifest.name, kind=plugin.manifest.kind, goal=goal, goal_met=False, best=None,
-        trials_total=sum(tally.values()), trials_complete=tally.get("COMPLETE", 0),
-        trials_pruned=tally.get("PRUNED", 0), trials_failed=tally.get("FAIL", 0),
-        study_name=study.study_name, storage=redact_url(settings.storage_url), tracking_uri=tracker.uri,
-        mlflow_experiment_id=tracker.experiment_id, mlflow_parent_run_id=parent_id,
-        mlflow_run_url=tracker.run_url(parent_id), restarts=restarts, run_dir=str(run_dir),
+        model=plugin.manifest.name,
+        kind=plugin.manifest.kind,
+        goal=goal,
+        goal_met=False,
+        best=None,
+        trials_total=sum(tally.values()),
+        trials_complete=tally.get("COMPLETE", 0),
+        trials_pruned=tally.get("PRUNED", 0),
+        trials_failed=tally.get("FAIL", 0),
+        study_name=study.study_name,
+        storage=redact_url(settings.storage_url),
+        tracking_uri=tracker.uri,
+        mlflow_experiment_id=tracker.experiment_id,
+        mlflow_parent_run_id=parent_id,
+        mlflow_run_url=tracker.run_url(parent_id),
+        restarts=restarts,
+        run_dir=str(run_dir),
     )
     plot_dir = run_dir / "plots"
-    history = [(t.number, t.value if t.value is not None else _last(t), t.state.name)
-               for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))]
+    history = [
+        (t.number, t.value if t.value is not None else _last(t), t.state.name)
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    ]
     if history:
-        path = plots.optimization_history(history, goal.target, goal.metric, goal.direction, plot_dir / "optimization_history.png")
+        path = plots.optimization_history(
+            history, goal.target, goal.metric, goal.direction, plot_dir / "optimization_history.png"
+        )
         summary.plots["Optimization history"] = str(path)
     trial = best_trial(study)
     if trial is None:
@@ -72,17 +103,31 @@ def finish_study(
     interval = trial.user_attrs.get("interval")
     summary.goal_met = bool(trial.user_attrs.get(GOAL_ATTR))
     run_id = trial.user_attrs.get("mlflow_run_id")
-    summary.best = BestTrial(trial.number, float(trial.value), dict(trial.params),
-                             tuple(interval) if interval else None, evaluation.value, run_id)
+    summary.best = BestTrial(
+        trial.number,
+        float(trial.value or 0.0),
+        dict(trial.params),
+        tuple(interval) if interval else None,
+        evaluation.value,
+        run_id,
+    )
     summary.plots["Learning curves"] = str(plots.learning_curves(result.history, plot_dir / "learning_curves.png"))
     if evaluation.labels is not None:
-        path = plots.confusion_matrix(evaluation.y_true, evaluation.y_pred, evaluation.labels, plot_dir / "confusion_matrix.png")
+        path = plots.confusion_matrix(
+            evaluation.y_true, evaluation.y_pred, evaluation.labels, plot_dir / "confusion_matrix.png"
+        )
         summary.plots["Confusion matrix"] = str(path)
     elif evaluation.y_true is not None:
-        summary.plots["Test predictions"] = str(plots.residuals(evaluation.y_true, evaluation.y_pred, plot_dir / "test_predictions.png"))
+        summary.plots["Test predictions"] = str(
+            plots.residuals(evaluation.y_true, evaluation.y_pred, plot_dir / "test_predictions.png")
+        )
 
     test_metric = "test_" + goal.metric.removeprefix("val_")
-    best_metrics = {f"best_{goal.metric}": float(trial.value), test_metric: evaluation.value, "best_trial": trial.number}
+    best_metrics = {
+        f"best_{goal.metric}": float(trial.value or 0.0),
+        test_metric: evaluation.value,
+        "best_trial": trial.number,
+    }
     tracker.log(parent_id, metrics=best_metrics, tags={"goal_met": str(summary.goal_met).lower()})
     _log_plots(tracker, parent_id, summary.plots)
     if run_id:
@@ -91,7 +136,8 @@ def finish_study(
         exported = plugin.export(data, result)
         register = summary.goal_met and settings.register
         summary.registered_model = tracker.log_and_register(
-            run_id, exported, plugin.manifest.name, register, {"study": study.study_name, "trial": str(trial.number)})
+            run_id, exported, plugin.manifest.name, register, {"study": study.study_name, "trial": str(trial.number)}
+        )
     return summary
 
 

@@ -38,7 +38,7 @@ class Param:
     choices: tuple[Any, ...] = ()
     per_layer: str | None = None
 
-    def suggest(self, trial: optuna.Trial, name: str) -> Any:
+    def suggest(self, trial: optuna.Trial | optuna.trial.FixedTrial, name: str) -> Any:
         """Ask ``trial`` for a value of this parameter under ``name``."""
         if self.type == "categorical":
             return trial.suggest_categorical(name, list(self.choices))
@@ -74,7 +74,7 @@ class SearchSpace:
         params.sort(key=lambda p: p.per_layer is not None)
         return cls(tuple(params))
 
-    def sample(self, trial: optuna.Trial) -> dict[str, Any]:
+    def sample(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> dict[str, Any]:
         """Draw one point; ``per_layer`` parameters come back as lists."""
         values: dict[str, Any] = {}
         for p in self.params:

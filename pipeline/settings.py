@@ -65,7 +65,11 @@ _FIELDS = {f.name: f for f in dataclasses.fields(TuneSettings)}
 def _coerce(name: str, value: Any, where: str) -> Any:
     """Turn a YAML or environment value into the setting's type."""
     kind = str(_FIELDS[name].type)
-    if value is None or (isinstance(value, str) and value.lower() in ("", "none", "null") and "None" in kind):
+    if value is None:
+        return None
+    # "none" clears a numeric setting (--timeout none); for text settings it is a value (--weights none).
+    nullish = ("", "null") if kind.startswith("str") else ("", "none", "null")
+    if isinstance(value, str) and value.lower() in nullish and "None" in kind:
         return None
     try:
         if kind.startswith("bool"):
@@ -121,17 +125,18 @@ def read_repo_config(path: Path | None) -> dict[str, Any]:
 
 
 def resolve_settings(
-    manifest_tune: dict[str, Any], repo_config: dict[str, Any], flags: dict[str, Any],
-    repo_config_path: Path | None = None, environ: dict[str, str] | None = None,
+    manifest_tune: dict[str, Any],
+    repo_config: dict[str, Any],
+    flags: dict[str, Any],
+    repo_config_path: Path | None = None,
+    environ: dict[str, str] | None = None,
 ) -> TuneSettings:
     """Merge the four layers; ``flags`` holds only options the user actually passed."""
     environ = dict(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
     _apply(values, manifest_tune, "model.yaml tune")
     _apply(values, repo_config.get("tune") or {}, f"{repo_config_path or REPO_CONFIG} tune")
-    env_layer = {
-        name: environ[f"MLOPS_{name.upper()}"] for name in _FIELDS if f"MLOPS_{name.upper()}" in environ
-    }
+    env_layer = {name: environ[f"MLOPS_{name.upper()}"] for name in _FIELDS if f"MLOPS_{name.upper()}" in environ}
     for name, value in env_layer.items():
         values[name] = _coerce(name, value, f"environment MLOPS_{name.upper()}")
     _apply(values, {k: v for k, v in flags.items() if v is not None}, "command line")

@@ -64,7 +64,10 @@ def open_study(name: str, direction: str, settings: TuneSettings) -> tuple[optun
             heartbeat_stale_trial_callback=retry,
         )
         study = optuna.create_study(
-            study_name=name, storage=storage, direction=direction, load_if_exists=True,
+            study_name=name,
+            storage=storage,
+            direction=direction,  # type: ignore[arg-type]
+            load_if_exists=True,
             sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
             pruner=make_pruner(settings.pruner),
         )

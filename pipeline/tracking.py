@@ -70,14 +70,16 @@ class Tracker:
                 return run_id
             except Exception:
                 pass
-        run = self.client.create_run(
-            self.experiment_id, tags={"mlflow.parentRunId": parent_id, **tags}, run_name=name
-        )
+        run = self.client.create_run(self.experiment_id, tags={"mlflow.parentRunId": parent_id, **tags}, run_name=name)
         return str(run.info.run_id)
 
     def log(
-        self, run_id: str, *, params: Mapping[str, Any] | None = None,
-        metrics: Mapping[str, float] | None = None, tags: Mapping[str, Any] | None = None,
+        self,
+        run_id: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        metrics: Mapping[str, float] | None = None,
+        tags: Mapping[str, Any] | None = None,
         history: Mapping[str, Sequence[float] | Mapping[int, float]] | None = None,
     ) -> None:
         """Params, final metrics, tags and per-epoch curves in one ``log_batch`` call."""
@@ -123,7 +125,6 @@ class Tracker:
             ``"<name>/<version>"`` when registered, else ``None``.
         """
         import mlflow
-
         from mlflow.models import infer_signature
 
         flavor = {"keras": mlflow.keras, "sklearn": mlflow.sklearn}[exported.flavor]
@@ -134,7 +135,9 @@ class Tracker:
             signature = infer_signature(exported.input_example, _predict(exported.model, exported.input_example))
         with mlflow.start_run(run_id=run_id):
             info = flavor.log_model(
-                exported.model, name="model", signature=signature,
+                exported.model,
+                name="model",
+                signature=signature,
                 pip_requirements=exported.pip_requirements or None,
             )
         if not register:

@@ -65,10 +65,12 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(settings.tracking, settings.experiment or manifest.name)  # fail fast, before the data
     study, storage = open_study(name, goal.direction, settings)
-    log(f"study {name} in {settings.storage_url if settings.storage else run_dir.parent / 'optuna.db'}: "
+    log(
+        f"study {name} in {settings.storage_url if settings.storage else run_dir.parent / 'optuna.db'}: "
         f"{len(finished(study))} finished trial(s) so far; goal {goal.metric} "
         f"{'>=' if goal.direction == 'maximize' else '<='} {goal.target:g}"
-        f"{' (Wilson 95% lower bound)' if goal.confidence else ''}")
+        f"{' (Wilson 95% lower bound)' if goal.confidence else ''}"
+    )
 
     context = StudyContext(manifest, data_options, params, settings.seed, settings.cache_dir, log)
     data = plugin.prepare(context)
@@ -76,18 +78,30 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
     parent_id = tracker.parent_run(study.user_attrs.get("mlflow_parent_run_id"), name, {**tags, "model": manifest.name})
     study.set_user_attr("mlflow_parent_run_id", parent_id)
-    tracker.log(parent_id, params={"model": manifest.name, "goal": goal.target, "goal_metric": goal.metric,
-                                   **{f"data.{k}": v for k, v in data_options.items()},
-                                   **{f"params.{k}": v for k, v in params.items()}},
-                tags={**tags, **{f"data.{k}": v for k, v in context.facts.items()}})
+    tracker.log(
+        parent_id,
+        params={
+            "model": manifest.name,
+            "goal": goal.target,
+            "goal_metric": goal.metric,
+            **{f"data.{k}": v for k, v in data_options.items()},
+            **{f"params.{k}": v for k, v in params.items()},
+        },
+        tags={**tags, **{f"data.{k}": v for k, v in context.facts.items()}},
+    )
 
     reclaimed = reclaim_dead_trials(study, storage)
     if reclaimed:
-        log(f"resuming: trial(s) {', '.join(map(str, reclaimed))} died with their process; retrying from their checkpoints")
-    waiting = {str(t.user_attrs.get("mlflow_run_id")) for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))}
+        numbers = ", ".join(map(str, reclaimed))
+        log(f"resuming: trial(s) {numbers} died with their process; retrying from their checkpoints")
+    waiting = {
+        str(t.user_attrs.get("mlflow_run_id")) for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    }
     tracker.close_orphans(parent_id, live=waiting)
 
-    objective = Objective(plugin, data, goal, tracker, parent_id, run_dir / name / "checkpoints", tags, settings.seed, log)
+    objective = Objective(
+        plugin, data, goal, tracker, parent_id, run_dir / name / "checkpoints", tags, settings.seed, log
+    )
     rules = StopRules(settings.max_trials)
     if goal_met_trials(study):
         log("the goal was already met in this study; reporting its best trial")
@@ -96,7 +110,16 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     tracker.close_orphans(parent_id, live=set())
 
     summary = finish_study(
-        study, plugin, data, goal, tracker, parent_id, objective, settings, run_dir, log,
+        study,
+        plugin,
+        data,
+        goal,
+        tracker,
+        parent_id,
+        objective,
+        settings,
+        run_dir,
+        log,
         restarts=int(study.user_attrs.get("restarts", 0)),
     )
     summary.wall_seconds = time.perf_counter() - started
@@ -117,11 +140,15 @@ def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[
     else:
         bounds = f" [{best.interval[0]:.3f}, {best.interval[1]:.3f}]" if best.interval else ""
         verdict = "goal met" if summary.goal_met else "goal NOT met"
-        log(f"{verdict}: best {goal.metric} {best.value:.4f}{bounds} (trial {best.number}), goal {sign} {goal.target:g}")
+        log(
+            f"{verdict}: best {goal.metric} {best.value:.4f}{bounds} (trial {best.number}), goal {sign} {goal.target:g}"
+        )
         if best.test_value is not None:
             log(f"test {goal.metric.removeprefix('val_')}: {best.test_value:.4f} (held-out split, scored once)")
-    log(f"trials: {summary.trials_total} ({summary.trials_complete} complete, {summary.trials_pruned} pruned, "
-        f"{summary.trials_failed} failed) in {summary.wall_seconds:.1f}s; MLflow logging {logging_seconds:.1f}s")
+    log(
+        f"trials: {summary.trials_total} ({summary.trials_complete} complete, {summary.trials_pruned} pruned, "
+        f"{summary.trials_failed} failed) in {summary.wall_seconds:.1f}s; MLflow logging {logging_seconds:.1f}s"
+    )
     if summary.registered_model:
         log(f"model: registered {summary.registered_model} (alias champion)")
     log(f"runs: MLflow {summary.tracking_uri}, experiment {summary.model}, parent run {summary.mlflow_parent_run_id}")

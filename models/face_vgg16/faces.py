@@ -60,8 +60,7 @@ def prune_small_classes(faces: Faces, minimum: int) -> Faces:
     keep = np.flatnonzero(counts >= minimum)
     if len(keep) < 2:
         raise MlopsError(
-            f"only {len(keep)} class(es) have >= {minimum} images; add images or lower "
-            "data.min_images_per_class"
+            f"only {len(keep)} class(es) have >= {minimum} images; add images or lower data.min_images_per_class"
         )
     if len(keep) < len(faces.names):
         log.warning("pruned %d class(es) with fewer than %d images", len(faces.names) - len(keep), minimum)
@@ -117,8 +116,12 @@ def _lfw(size: int, data_home: str | None, min_faces: int) -> Faces:
     left, top, right, bottom = LFW_FACE_BOX
     try:
         people = fetch_lfw_people(
-            data_home=data_home, download_if_missing=False, min_faces_per_person=min_faces,
-            color=True, slice_=(slice(top, bottom), slice(left, right)), resize=size / (right - left),
+            data_home=data_home,
+            download_if_missing=False,
+            min_faces_per_person=min_faces,
+            color=True,
+            slice_=(slice(top, bottom), slice(left, right)),
+            resize=size / (right - left),
         )
     except OSError:
         raise MlopsError(
@@ -154,8 +157,9 @@ def _folder(root: Path, size: int, on_bad_image: str) -> Faces:
                     images.append(np.asarray(rgb, np.uint8))
             except (UnidentifiedImageError, OSError) as error:
                 if on_bad_image == "fail":
-                    raise MlopsError(f"{file}: unreadable image ({error}); fix or remove it, or set "
-                                     "data.on_bad_image=skip") from None
+                    raise MlopsError(
+                        f"{file}: unreadable image ({error}); fix or remove it, or set data.on_bad_image=skip"
+                    ) from None
                 log.warning("skipping unreadable image %s", file)
                 skipped += 1
                 continue

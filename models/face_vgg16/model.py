@@ -21,8 +21,14 @@ from .faces import load_faces, split
 
 PREPROCESSING = "keras.applications.vgg16.preprocess_input+global_average_pool"
 _DEFAULTS = {
-    "n_layers": 1, "units": [256], "dropout": 0.2, "activation": "relu", "optimizer": "adam",
-    "learning_rate": 1e-3, "batch_size": 32, "epochs": 40,
+    "n_layers": 1,
+    "units": [256],
+    "dropout": 0.2,
+    "activation": "relu",
+    "optimizer": "adam",
+    "learning_rate": 1e-3,
+    "batch_size": 32,
+    "epochs": 40,
 }
 
 
@@ -49,8 +55,11 @@ def prepare(ctx: StudyContext) -> FaceData:
     parts = split(faces, float(options.get("val_fraction", 0.2)), float(options.get("test_fraction", 0.2)), ctx.seed)
     data_id = fingerprint(faces.images, faces.labels)
     key = {
-        "data": data_id, "backbone": "vgg16", "weights": weights_identity(weights, ctx.seed),
-        "input_size": size, "preprocessing": PREPROCESSING,
+        "data": data_id,
+        "backbone": "vgg16",
+        "weights": weights_identity(weights, ctx.seed),
+        "input_size": size,
+        "preprocessing": PREPROCESSING,
     }
 
     def compute() -> dict[str, np.ndarray]:
@@ -63,18 +72,27 @@ def prepare(ctx: StudyContext) -> FaceData:
     arrays, hit = FeatureCache(ctx.cache_dir).get_or_compute(key, compute)
     if hit:
         ctx.log(f"features: reused from the cache ({FeatureCache(ctx.cache_dir).path(FeatureCache.key(key))})")
-    ctx.facts.update({
-        "data_fingerprint": data_id, "feature_cache_hit": hit, "n_images": len(faces.labels),
-        "n_classes": len(faces.names), "skipped_images": faces.skipped,
-        "n_train": len(parts["train"]), "n_val": len(parts["val"]), "n_test": len(parts["test"]),
-    })
+    ctx.facts.update(
+        {
+            "data_fingerprint": data_id,
+            "feature_cache_hit": hit,
+            "n_images": len(faces.labels),
+            "n_classes": len(faces.names),
+            "skipped_images": faces.skipped,
+            "n_train": len(parts["train"]),
+            "n_val": len(parts["val"]),
+            "n_test": len(parts["test"]),
+        }
+    )
     features = arrays["features"]
     return FaceData(
         features={name: features[index] for name, index in parts.items()},
         labels={name: faces.labels[index] for name, index in parts.items()},
         names=faces.names,
         images_example=faces.images[parts["test"][:2]],
-        weights=weights, size=size, seed=ctx.seed,
+        weights=weights,
+        size=size,
+        seed=ctx.seed,
         patience=ctx.params.get("patience", 10),
     )
 
@@ -116,10 +134,16 @@ def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainR
     keras.utils.set_random_seed(trial.seed)
     head = build_head(data, params)
     outcome = fit_classifier(
-        head, make_optimizer(params["optimizer"], float(params["learning_rate"])),
-        (data.features["train"], data.labels["train"]), (data.features["val"], data.labels["val"]),
-        epochs=int(params["epochs"]), batch_size=int(params["batch_size"]), seed=trial.seed,
-        checkpoint_dir=trial.checkpoint_dir, report=trial.report, patience=data.patience,
+        head,
+        make_optimizer(params["optimizer"], float(params["learning_rate"])),
+        (data.features["train"], data.labels["train"]),
+        (data.features["val"], data.labels["val"]),
+        epochs=int(params["epochs"]),
+        batch_size=int(params["batch_size"]),
+        seed=trial.seed,
+        checkpoint_dir=trial.checkpoint_dir,
+        report=trial.report,
+        patience=data.patience,
     )
     return TrainResult(outcome.best_value, head, outcome.history, n_val=len(data.labels["val"]))
 

@@ -1,0 +1,165 @@
+"""The flagship model's pieces on small generated images, plus its weights handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.contract import StudyContext, TrialContext, load_plugin
+from pipeline.errors import MlopsError
+
+ROOT = Path(__file__).resolve().parents[2]
+PLUGIN = load_plugin(ROOT / "models" / "face_vgg16")
+faces = __import__("mlops_models.face_vgg16.faces", fromlist=["load_faces"])
+backbone = __import__("mlops_models.face_vgg16.backbone", fromlist=["load_base"])
+model = PLUGIN.module
+
+
+def make_people(root: Path, counts: dict[str, int], size: int = 40) -> Path:
+    rng = np.random.default_rng(0)
+    for person, count in counts.items():
+        (root / person).mkdir(parents=True)
+        tint = rng.integers(0, 255, 3)
+        for i in range(count):
+            pixels = np.clip(tint + rng.normal(0, 20, (size, size, 3)), 0, 255).astype(np.uint8)
+            suffix = ".png" if i % 2 else ".jpg"
+            Image.fromarray(pixels if i % 3 else pixels[..., 0]).save(root / person / f"{person}_{i:04d}{suffix}")
+    return root
+
+
+def test_folder_per_person_loads_rgb_at_size_and_prunes_small_classes(tmp_path: Path) -> None:
+    root = make_people(tmp_path / "people", {"Ada_Lovelace": 6, "Alan_Turing": 7, "Grace_Hopper": 2})
+    (root / "Ada_Lovelace" / "notes.txt").write_text("not an image")
+    loaded = faces.load_faces({"source": "folder", "path": str(root), "input_size": 48, "min_images_per_class": 5})
+    assert loaded.images.shape == (13, 48, 48, 3) and loaded.images.dtype == np.uint8
+    assert loaded.names == ["Ada Lovelace", "Alan Turing"]  # Grace (2 images) pruned
+    assert sorted(np.bincount(loaded.labels).tolist()) == [6, 7]
+
+
+def test_corrupt_image_is_skipped_and_counted_or_fatal(tmp_path: Path) -> None:
+    root = make_people(tmp_path / "people", {"a": 6, "b": 6})
+    (root / "a" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    loaded = faces.load_faces({"source": "folder", "path": str(root), "input_size": 32})
+    assert loaded.skipped == 1 and len(loaded.labels) == 12
+    with pytest.raises(MlopsError, match=r"broken\.jpg: unreadable image .*on_bad_image=skip"):
+        faces.load_faces({"source": "folder", "path": str(root), "input_size": 32, "on_bad_image": "fail"})
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"source": "folder"}, "needs data.path"),
+        ({"source": "folder", "path": "/nonexistent"}, "no such folder"),
+        ({"source": "imagenet"}, "data.source='imagenet' is unknown"),
+        ({"source": "olivetti", "input_size": 16}, "at least 32 px"),
+    ],
+)
+def test_bad_data_options(options: dict, message: str) -> None:
+    with pytest.raises(MlopsError, match=message):
+        faces.load_faces(options)
+
+
+def test_empty_folder_and_too_few_classes(tmp_path: Path) -> None:
+    (tmp_path / "empty" / "nobody").mkdir(parents=True)
+    with pytest.raises(MlopsError, match="no .jpg/.jpeg/.png images"):
+        faces.load_faces({"source": "folder", "path": str(tmp_path / "empty")})
+    root = make_people(tmp_path / "one", {"solo": 8})
+    with pytest.raises(MlopsError, match="only 1 class"):
+        faces.load_faces({"source": "folder", "path": str(root)})
+
+
+def test_split_is_stratified_and_reproducible() -> None:
+    labels = np.repeat(np.arange(10), 10)
+    data = faces.Faces(np.zeros((100, 1, 1, 3), np.uint8), labels, [str(i) for i in range(10)])
+    first = faces.split(data, 0.2, 0.2, seed=7)
+    second = faces.split(data, 0.2, 0.2, seed=7)
+    assert all(np.array_equal(first[k], second[k]) for k in first)
+    for part in ("train", "val", "test"):
+        assert set(labels[first[part]]) == set(range(10))  # every person in every split
+    assert sum(len(v) for v in first.values()) == 100
+    assert not set(first["train"]) & set(first["test"])
+
+
+def test_head_overfits_one_batch(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 64)).astype(np.float32)
+    y = np.arange(32) % 4
+    data = model.FaceData(
+        {"train": x, "val": x, "test": x},
+        {"train": y, "val": y, "test": y},
+        ["a", "b", "c", "d"],
+        np.zeros((1, 32, 32, 3), np.uint8),
+        "none",
+        32,
+        0,
+        None,
+    )
+    params = {
+        "n_layers": 2,
+        "units": [64, 32],
+        "dropout": 0.0,
+        "activation": "relu",
+        "optimizer": "adam",
+        "learning_rate": 1e-2,
+        "batch_size": 32,
+        "epochs": 80,
+    }
+    result = model.train(data, params, TrialContext(0, 0, lambda e, m: None, tmp_path))
+    assert result.value == 1.0
+    assert result.history["loss"][-1] < 0.05
+    assert model.evaluate(data, result).value == 1.0
+
+
+def test_weights_file_missing_names_the_fix() -> None:
+    with pytest.raises(MlopsError, match="--weights imagenet\\|none\\|PATH"):
+        backbone.weights_identity("/no/such/weights.h5", 0)
+    assert backbone.weights_identity("none", 3) == "random-seed-3"
+
+
+def test_imagenet_unavailable_offline_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Keras' own loader tries the download; a proxy on a closed loopback port keeps the attempt local.
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(MlopsError) as error:
+        backbone.load_base("imagenet", 32, 0)
+    message = str(error.value)
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in message
+    assert "--weights none" in message and "\n" not in message
+
+
+def test_prepare_caches_features_of_real_faces(offline: dict, tmp_path: Path) -> None:
+    """Olivetti through the face-pretrained base: computed once, then read from the cache."""
+    from tests.conftest import FACE_WEIGHTS
+
+    lines: list[str] = []
+    manifest = PLUGIN.manifest
+    ctx = StudyContext(
+        manifest,
+        {**manifest.data, "input_size": 32},
+        {"weights": str(FACE_WEIGHTS)},
+        1,
+        tmp_path / "cache",
+        lines.append,
+    )
+    first = model.prepare(ctx)
+    assert ctx.facts["feature_cache_hit"] is False
+    assert first.features["train"].shape[1] == 512
+    assert {len(v) for v in first.labels.values()} == {240, 80}
+    again = StudyContext(
+        manifest,
+        {**manifest.data, "input_size": 32},
+        {"weights": str(FACE_WEIGHTS)},
+        1,
+        tmp_path / "cache",
+        lines.append,
+    )
+    second = model.prepare(again)
+    assert again.facts["feature_cache_hit"] is True
+    np.testing.assert_array_equal(first.features["test"], second.features["test"])
+    assert any("reused from the cache" in line for line in lines)
