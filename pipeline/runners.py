@@ -1,0 +1,347 @@
+"""Where ``mlops <args>`` runs: in this Python (``LocalRunner``) or in a model's image
+(``DockerRunner``), behind one interface, ``run(args, env, workdir) -> exit code``.
+
+The Docker runner mounts every host folder it needs at the same absolute path inside the
+container, so a ``sqlite:////abs/mlflow.db`` URI or a path written into ``summary.json``
+means the same on both sides. Exit codes follow the shell's convention on both runners: a
+process killed by signal N returns ``128 + N`` (``kill`` gives 137).
+
+Example::
+
+    runner = choose_runner("auto", image=built.tag)
+    code = runner.run(["tune", runner.model_path(model_dir)], env, Path.cwd())
+"""
+
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Protocol, TextIO, cast
+
+from pipeline.containers import docker_available, docker_client
+from pipeline.errors import MlopsError
+
+RUNNER_NAMES = ("auto", "docker", "local")
+CONTAINER_USER = "1000:1000"
+# Forwarded into the container; anything else in the host environment (PATH, HOME, a venv)
+# describes the host and would break the image's own Python.
+FORWARDED_PREFIXES = ("MLOPS_", "MLFLOW_")
+FORWARDED_NAMES = (
+    "KERAS_HOME",
+    "SCIKIT_LEARN_DATA",
+    "GIT_COMMIT",
+    "GITHUB_SHA",
+    "PYTHONHASHSEED",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "OMP_NUM_THREADS",
+)
+# Data the container reads but must never change: mounted read-only.
+READ_ONLY_NAMES = ("KERAS_HOME", "SCIKIT_LEARN_DATA", "MLOPS_CONFIG")
+_DIR_SUFFIXES = ("_DIR", "_HOME", "_ROOT", "_CACHE")
+
+
+class Runner(Protocol):
+    """Runs ``mlops <args>`` somewhere and returns its exit code."""
+
+    name: str
+
+    def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
+        """Run ``mlops <args>`` in ``workdir`` with ``env`` added; stream its output."""
+        ...
+
+    def model_path(self, model_dir: Path) -> str:
+        """The model folder as the ``mlops`` this runner starts sees it."""
+        ...
+
+    def stop(self) -> None:
+        """Kill the command now running, if any (from another thread)."""
+        ...
+
+
+# `python -m pipeline.cli` under the name `mlops`: usage lines read as they do in a container.
+_MLOPS_MAIN = "import sys; sys.argv[0] = 'mlops'; from pipeline.cli import main; main()"
+
+
+def _exit_code(returncode: int) -> int:
+    """Shell convention: a child killed by signal N exits 128 + N, as in a container."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class LocalRunner:
+    """Runs ``mlops <args>`` (``pipeline.cli.main``) as a subprocess of this Python.
+
+    Args:
+        out: where output goes as it comes; ``sys.stdout`` (at call time) by default.
+        entrypoint: the command ``args`` are appended to, instead of ``mlops`` (tests and
+            a supervisor's drills use a stand-in).
+    """
+
+    name = "local"
+
+    def __init__(self, out: TextIO | None = None, entrypoint: list[str] | None = None) -> None:
+        self.out = out
+        self.entrypoint = entrypoint or [sys.executable, "-c", _MLOPS_MAIN]
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
+        """Run ``mlops <args>``; the host environment plus ``env``, in ``workdir``."""
+        out = self.out or sys.stdout
+        process = subprocess.Popen(
+            [*self.entrypoint, *args],
+            cwd=workdir,
+            env={**os.environ, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self._process = process
+        try:
+            # read1: whatever has arrived, so a progress line shows before its newline
+            stream = cast(io.BufferedReader, process.stdout)
+            _copy_stream(iter(lambda: stream.read1(65536), b""), out)
+            return _exit_code(process.wait())
+        except BaseException:  # Ctrl-C or a supervisor's stop: leave no orphan behind
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            self._process = None
+
+    def model_path(self, model_dir: Path) -> str:
+        """The host path: the subprocess sees the host's files."""
+        return str(Path(model_dir).resolve())
+
+    def stop(self) -> None:
+        """Kill the running subprocess; its ``run`` then returns 137."""
+        if self._process is not None:
+            self._process.kill()
+
+
+class DockerRunner:
+    """Runs ``mlops <args>`` in a container of ``image``, detached, its logs streamed.
+
+    The container runs as ``user`` on the host network (a tracking server on 127.0.0.1 is
+    reachable), with an init process so a stop signal reaches ``mlops``. Host folders are
+    bind-mounted at the same paths: ``workdir`` (read-write, left as it is), the folders
+    named by forwarded variables that hold state (``MLOPS_RUNS_DIR``, ``MLOPS_CACHE_DIR``,
+    a ``sqlite:///`` tracking or study store: created, and chowned to ``user`` when we are
+    root) and data (``KERAS_HOME``, ``SCIKIT_LEARN_DATA``: read-only).
+
+    Args:
+        image: the image to run (``build_image``'s tag); set it before ``run``.
+        state_dirs: more host folders the container writes to (created and chowned).
+        data_dirs: more host folders it only reads (mounted read-only).
+        user: ``uid:gid`` the container runs as; the image's ``USER`` is 1000:1000.
+        client: a Docker SDK client; None connects from the environment.
+        out: where output goes as it comes; ``sys.stdout`` (at call time) by default.
+        entrypoint: replaces the image's ``mlops`` entry point (tests, drills).
+    """
+
+    name = "docker"
+
+    def __init__(
+        self,
+        image: str | None = None,
+        *,
+        state_dirs: Iterable[Path] = (),
+        data_dirs: Iterable[Path] = (),
+        user: str = CONTAINER_USER,
+        client: Any = None,
+        out: TextIO | None = None,
+        entrypoint: list[str] | None = None,
+    ) -> None:
+        self.image = image
+        self.entrypoint = entrypoint
+        self.state_dirs = [Path(p) for p in state_dirs]
+        self.data_dirs = [Path(p) for p in data_dirs]
+        self.user = user
+        self.out = out
+        self._client = client
+        self._container: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The Docker SDK client, connected on first use (no read timeout: logs may pause)."""
+        if self._client is None:
+            self._client = docker_client(timeout=None)
+        return self._client
+
+    def container_env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """The variables the container gets: forwarded host ones, then ``env``'s."""
+        merged = {**os.environ, **env}
+        return {
+            k: v
+            for k, v in merged.items()
+            if k.startswith(FORWARDED_PREFIXES) or k in FORWARDED_NAMES or k in env
+            if k not in _HOST_ONLY
+        }
+
+    def mounts(self, env: Mapping[str, str], workdir: Path) -> list[tuple[Path, bool]]:
+        """``(host folder, read_only)`` pairs, creating and chowning the state folders.
+
+        Each folder is mounted at its own path; one inside another mount of the same or a
+        weaker mode is left out (a parent's mount already shows it).
+        """
+        workdir = Path(workdir).resolve()
+        wanted: dict[Path, bool] = {workdir: False}
+        state = [*self.state_dirs]
+        for name, value in env.items():
+            path = _path_in(name, value, workdir)
+            if path is None:
+                continue
+            if name in READ_ONLY_NAMES:
+                path = path if path.is_dir() or not path.exists() else path.parent
+                if path.exists():
+                    wanted.setdefault(path, True)
+            else:
+                state.append(path)
+        for path in state:
+            path = Path(path).resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            if path != workdir:
+                self._chown(path)
+            wanted[path] = False
+        for path in self.data_dirs:
+            wanted.setdefault(Path(path).resolve(), True)
+        kept: list[tuple[Path, bool]] = []
+        for path, read_only in sorted(wanted.items()):
+            if any(path.is_relative_to(p) and (ro <= read_only) for p, ro in kept):
+                continue
+            kept.append((path, read_only))
+        return kept
+
+    def _chown(self, path: Path) -> None:
+        """Give a state folder to the container's user; only root may, and only root needs to."""
+        if os.geteuid() != 0:
+            return
+        uid, gid = (int(part) for part in self.user.split(":"))
+        for root, dirs, files in os.walk(path):
+            for entry in (root, *(os.path.join(root, n) for n in dirs + files)):
+                os.lchown(entry, uid, gid)
+
+    def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
+        """Run ``mlops <args>`` in a fresh container; stream its logs; return its exit code.
+
+        Raises:
+            MlopsError: no image set, or the engine refused to start the container.
+        """
+        from docker.types import Mount
+
+        if not self.image:
+            raise MlopsError("no image to run; build one first (mlops build MODEL_DIR)")
+        out = self.out or sys.stdout
+        workdir = Path(workdir).resolve()
+        environment = self.container_env(env)
+        mounts = [
+            Mount(target=str(p), source=str(p), type="bind", read_only=ro)
+            for p, ro in self.mounts(environment, workdir)
+        ]
+        try:
+            container = self.client.containers.run(
+                self.image,
+                command=list(args),
+                entrypoint=self.entrypoint,
+                detach=True,
+                name=f"mlops-{uuid.uuid4().hex[:12]}",
+                labels={"io.mlops.runner": "docker"},
+                network_mode="host",
+                init=True,
+                user=self.user,
+                environment=environment,
+                mounts=mounts,
+                working_dir=str(workdir),
+            )
+        except Exception as error:
+            raise MlopsError(f"could not start a container of {self.image}: {error}") from None
+        with self._lock:
+            self._container = container
+        try:
+            _copy_stream(container.logs(stream=True, follow=True), out)
+            return int(container.wait()["StatusCode"])
+        except BaseException:
+            container.kill()
+            raise
+        finally:
+            with self._lock:
+                self._container = None
+            container.remove(force=True)
+
+    def model_path(self, model_dir: Path) -> str:
+        """The model's copy in the image (its ``io.mlops.model-dir`` label)."""
+        if not self.image:
+            raise MlopsError("no image to run; build one first (mlops build MODEL_DIR)")
+        labels = self.client.images.get(self.image).labels or {}
+        return str(labels.get("io.mlops.model-dir") or Path(model_dir).resolve())
+
+    def stop(self) -> None:
+        """Kill the running container; its ``run`` then returns 137."""
+        with self._lock:
+            if self._container is not None:
+                self._container.kill()
+
+
+_HOST_ONLY = {"PATH", "HOME", "PWD", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH"}
+
+
+def _path_in(name: str, value: str, workdir: Path) -> Path | None:
+    """The host folder a forwarded variable names, if it names one.
+
+    ``sqlite:///x.db`` (relative to ``workdir``) and ``sqlite:////abs/x.db`` give the
+    database's folder (SQLite writes its journal beside it); ``file://`` URIs and absolute
+    paths give themselves; a relative path counts only for a ``*_DIR``-like variable.
+    """
+    if not (name.startswith(FORWARDED_PREFIXES) or name in FORWARDED_NAMES):
+        return None
+    if value.startswith("sqlite:///"):
+        return (workdir / value.removeprefix("sqlite:///")).parent
+    if value.startswith("file://"):
+        return Path(value.removeprefix("file://"))
+    if value.startswith("/"):
+        path = Path(value)
+        if path.is_file() or (not path.exists() and not name.endswith(_DIR_SUFFIXES)):
+            return path.parent if name in READ_ONLY_NAMES else None
+        return path
+    if name.endswith(_DIR_SUFFIXES) and value and "://" not in value:
+        return workdir / value
+    return None
+
+
+def _copy_stream(chunks: Iterable[bytes], out: TextIO) -> None:
+    """Write byte chunks to a text stream as they arrive, splitting no UTF-8 character."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    for chunk in chunks:
+        out.write(decoder.decode(chunk))
+        out.flush()
+    out.write(decoder.decode(b"", final=True))
+    out.flush()
+
+
+def choose_runner(name: str, image: str | None = None, *, out: TextIO | None = None) -> LocalRunner | DockerRunner:
+    """Pick a runner by name.
+
+    Args:
+        name: ``docker`` (an engine must answer), ``local``, or ``auto``: docker when an
+            engine answers, else local, saying so.
+        image: the image a docker runner runs (it may be set later).
+        out: where the runner's output, and the fallback note, go.
+
+    Raises:
+        MlopsError: an unknown name, or ``docker`` with no engine reachable.
+    """
+    if name not in RUNNER_NAMES:
+        raise MlopsError(f"unknown runner {name!r}; use one of {', '.join(RUNNER_NAMES)}")
+    if name == "local":
+        return LocalRunner(out=out)
+    if name == "docker":
+        return DockerRunner(image, client=docker_client(timeout=None), out=out)
+    if docker_available():
+        return DockerRunner(image, out=out)
+    print("no Docker engine reachable; running locally", file=out or sys.stdout)
+    return LocalRunner(out=out)
