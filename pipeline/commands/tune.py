@@ -16,36 +16,73 @@ def register(app: typer.Typer) -> None:
     @app.command("tune")
     def tune_command(
         model_dir: Annotated[Path, typer.Argument(help="The model folder (holds model.yaml), e.g. models/face_vgg16.")],
-        goal: Annotated[float | None, typer.Option(help="Goal for the model's metric; default: model.yaml goal.target.")] = None,
+        goal: Annotated[
+            float | None, typer.Option(help="Goal for the model's metric; default: model.yaml goal.target.")
+        ] = None,
         goal_confidence: Annotated[
-            bool | None, typer.Option("--goal-confidence/--no-goal-confidence",
-                                      help="Count the goal as met only when the Wilson 95% lower bound of the "
-                                           "validation accuracy reaches it.")] = None,
-        max_trials: Annotated[int | None, typer.Option(help="Finished (complete or pruned) trials before giving up.")] = None,
+            bool | None,
+            typer.Option(
+                "--goal-confidence/--no-goal-confidence",
+                help="Count the goal as met only when the Wilson 95% lower bound of the "
+                "validation accuracy reaches it.",
+            ),
+        ] = None,
+        max_trials: Annotated[
+            int | None, typer.Option(help="Finished (complete or pruned) trials before giving up.")
+        ] = None,
         timeout: Annotated[float | None, typer.Option(help="Seconds this run may search before giving up.")] = None,
-        study_name: Annotated[str | None, typer.Option(help="Optuna study name; default: model name + config hash.")] = None,
-        storage: Annotated[str | None, typer.Option(help="Optuna storage URL; default: sqlite:///mlops-runs/optuna.db.")] = None,
-        tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")] = None,
+        study_name: Annotated[
+            str | None, typer.Option(help="Optuna study name; default: model name + config hash.")
+        ] = None,
+        storage: Annotated[
+            str | None, typer.Option(help="Optuna storage URL; default: sqlite:///mlops-runs/optuna.db.")
+        ] = None,
+        tracking_uri: Annotated[
+            str | None, typer.Option(help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db.")
+        ] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for the split, the sampler and every trial.")] = None,
-        weights: Annotated[str | None, typer.Option(help="VGG16 weights: imagenet, none, or a path to a .h5 file.")] = None,
-        pruner: Annotated[str | None, typer.Option(help="median, percentile, hyperband, successive_halving or none.")] = None,
-        runs_dir: Annotated[Path | None, typer.Option(help="Where checkpoints, plots and summary.json go; default mlops-runs.")] = None,
-        cache_dir: Annotated[Path | None, typer.Option(help="Feature cache folder; default ~/.cache/mlops/features.")] = None,
-        register_model: Annotated[bool | None, typer.Option("--register/--no-register", help="Register the best model when the goal is met.")] = None,
-        set_: Annotated[list[str] | None, typer.Option("--set", help="Override a model.yaml option: data.source=lfw, data.input_size=96.")] = None,
+        weights: Annotated[
+            str | None, typer.Option(help="VGG16 weights: imagenet, none, or a path to a .h5 file.")
+        ] = None,
+        pruner: Annotated[
+            str | None, typer.Option(help="median, percentile, hyperband, successive_halving or none.")
+        ] = None,
+        runs_dir: Annotated[
+            Path | None, typer.Option(help="Where checkpoints, plots and summary.json go; default mlops-runs.")
+        ] = None,
+        cache_dir: Annotated[
+            Path | None, typer.Option(help="Feature cache folder; default ~/.cache/mlops/features.")
+        ] = None,
+        register_model: Annotated[
+            bool | None, typer.Option("--register/--no-register", help="Register the best model when the goal is met.")
+        ] = None,
+        set_: Annotated[
+            list[str] | None,
+            typer.Option("--set", help="Override a model.yaml option: data.source=lfw, data.input_size=96."),
+        ] = None,
     ) -> None:
         """Search MODEL_DIR's hyperparameters with Optuna until the goal is met; exit 0 if met, 3 if not."""
-        from pipeline.settings import find_repo_config, read_repo_config, resolve_settings
         from pipeline.manifest import load_manifest
+        from pipeline.settings import find_repo_config, read_repo_config, resolve_settings
         from pipeline.tuning import tune
 
         manifest = load_manifest(model_dir)
         config_path = find_repo_config(model_dir)
         flags: dict[str, Any] = {
-            "goal": goal, "goal_confidence": goal_confidence, "max_trials": max_trials, "timeout": timeout,
-            "study_name": study_name, "storage": storage, "tracking_uri": tracking_uri, "seed": seed,
-            "weights": weights, "pruner": pruner, "runs_dir": runs_dir, "cache_dir": cache_dir,
-            "register": register_model, "overrides": set_ or None,
+            "goal": goal,
+            "goal_confidence": goal_confidence,
+            "max_trials": max_trials,
+            "timeout": timeout,
+            "study_name": study_name,
+            "storage": storage,
+            "tracking_uri": tracking_uri,
+            "seed": seed,
+            "weights": weights,
+            "pruner": pruner,
+            "runs_dir": runs_dir,
+            "cache_dir": cache_dir,
+            "register": register_model,
+            "overrides": set_ or None,
         }
         settings = resolve_settings(manifest.tune, read_repo_config(config_path), flags, config_path)
         summary = tune(model_dir, settings, log=lambda line: typer.echo(line))
