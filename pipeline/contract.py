@@ -122,12 +122,15 @@ class ExportedModel:
         model: the object to log (for the face model: VGG16 base plus the trained head).
         input_example: a small batch, for the signature.
         pip_requirements: what serving the model needs.
+        trusted_types: for ``sklearn``: types skops may load beyond its defaults (MLflow 3
+            saves scikit-learn models with skops, which refuses e.g. tree predictors).
     """
 
     flavor: str
     model: Any
     input_example: Any = None
     pip_requirements: list[str] = field(default_factory=list)
+    trusted_types: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -151,7 +151,7 @@ def resolve_settings(
 def apply_overrides(manifest: Any, settings: TuneSettings) -> tuple[dict[str, Any], dict[str, Any]]:
     """The model's data and params options with ``--weights`` and ``--set a.b=v`` applied."""
     data, params = dict(manifest.data), dict(manifest.params)
-    if settings.weights is not None:
+    if settings.weights is not None and "weights" in params:  # only models that take weights
         params["weights"] = settings.weights
     for item in settings.overrides:
         key, sep, raw = item.partition("=")

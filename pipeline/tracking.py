@@ -133,12 +133,14 @@ class Tracker:
             # A signature, not an input example: mlflow.keras writes the example before it creates
             # the model folder (FileNotFoundError, MLflow 3.17).
             signature = infer_signature(exported.input_example, _predict(exported.model, exported.input_example))
+        extra = {"skops_trusted_types": exported.trusted_types} if exported.trusted_types else {}
         with mlflow.start_run(run_id=run_id):
             info = flavor.log_model(
                 exported.model,
                 name="model",
                 signature=signature,
                 pip_requirements=exported.pip_requirements or None,
+                **extra,
             )
         if not register:
             return None

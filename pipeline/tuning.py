@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -90,6 +91,7 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
         tags={**tags, **{f"data.{k}": v for k, v in context.facts.items()}},
     )
 
+    _record_restart(study, tracker, parent_id, log)
     reclaimed = reclaim_dead_trials(study, storage)
     if reclaimed:
         numbers = ", ".join(map(str, reclaimed))
@@ -130,6 +132,17 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     tracker.finish(parent_id, "FINISHED")
     _print_summary(summary, objective.logging_seconds, log)
     return summary
+
+
+def _record_restart(study: optuna.Study, tracker: Tracker, parent_id: str, log: Callable[[str], None]) -> None:
+    """When a supervisor restarted us, count it on the study and in the parent run."""
+    if not os.environ.get("MLOPS_RESTARTS", "0").strip("0"):
+        return
+    total = int(study.user_attrs.get("restarts", 0)) + 1
+    study.set_user_attr("restarts", total)
+    reason = os.environ.get("MLOPS_RESTART_REASON", "") or "unknown"
+    tracker.log(parent_id, metrics={"restarts": total}, tags={f"mlops.restart.{total}": reason})
+    log(f"restart {total}: the previous run {reason}")
 
 
 def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[str], None]) -> None:

@@ -1,14 +1,60 @@
-"""`mlops run`: placeholder until the stage lands."""
+"""``mlops run``: detect, classify, build, supervised tune and notify for every changed model."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    """Add the `run` command to the CLI."""
+    """Add the ``run`` command to the CLI."""
 
-    @app.command("run")
-    def _placeholder() -> None:
-        """Not implemented yet."""
-        raise typer.Exit(2)
+    @app.command("run", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+    def run_command(
+        ctx: typer.Context,
+        before: Annotated[
+            str | None,
+            typer.Option(help="The commit before the push; absent or all zeros: a first push, every model changed."),
+        ] = None,
+        after: Annotated[str, typer.Option(help="The pushed commit.")] = "HEAD",
+        repo: Annotated[Path, typer.Option(help="The Git repository (its models/ folder).")] = Path("."),
+        runner: Annotated[str, typer.Option(help="auto (Docker when an engine answers), docker or local.")] = "auto",
+        summary: Annotated[Path, typer.Option(help="Where the Markdown summary goes.")] = Path("mlops-summary.md"),
+        runs_dir: Annotated[
+            Path, typer.Option(help="Run folders (summary.json, plots, checkpoints), relative to --repo.")
+        ] = Path("mlops-runs"),
+        max_restarts: Annotated[
+            int, typer.Option(help="Restarts of a tune that dies (killed, out of memory, crash).")
+        ] = 3,
+        restart_backoff: Annotated[
+            float, typer.Option(help="Seconds before the first restart; doubles each time.")
+        ] = 2.0,
+        base_image: Annotated[
+            str | None, typer.Option(envvar="MLOPS_BASE_IMAGE", help="Docker base image for the model images.")
+        ] = None,
+        notify: Annotated[
+            bool, typer.Option("--notify/--no-notify", help="E-mail (and webhook) each model's result.")
+        ] = True,
+    ) -> None:
+        """Run every stage for a push; extra flags (--max-trials 5, --weights PATH) go to each `mlops tune`.
+
+        Exit 0 when every changed model met its goal, 3 when one did not, 4 when one failed.
+        """
+        from pipeline.orchestrate import PushOptions, run_push
+
+        options = PushOptions(
+            repo=repo,
+            before=before,
+            after=after,
+            runner=runner,
+            tune_args=list(ctx.args),
+            runs_dir=runs_dir,
+            summary_path=summary,
+            max_restarts=max_restarts,
+            base_image=base_image,
+            notify=notify,
+            restart_backoff=restart_backoff,
+        )
+        raise typer.Exit(run_push(options, log=typer.echo))

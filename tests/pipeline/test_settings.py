@@ -40,6 +40,7 @@ def test_overrides_reach_model_options() -> None:
     data, params = apply_overrides(manifest, settings)
     assert data == {"source": "lfw", "input_size": 96}
     assert params["weights"] == "none"
+    assert "weights" not in apply_overrides(SimpleNamespace(data={}, params={}), settings)[1]
     bad = resolve_settings({}, {}, {"overrides": ["source=lfw"]}, environ={})
     with pytest.raises(MlopsError, match="--set data.NAME=VALUE"):
         apply_overrides(manifest, bad)

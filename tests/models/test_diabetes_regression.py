@@ -1,0 +1,213 @@
+"""``models/diabetes_regression``: it can learn, it keeps the model contract, it resumes, it tunes."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from pipeline.contract import ModelPlugin, StudyContext, TrialContext, load_plugin
+from pipeline.errors import MlopsError
+
+ROOT = Path(__file__).resolve().parents[2]
+MODEL_DIR = ROOT / "models" / "diabetes_regression"
+BOOSTING = {
+    "estimator": "hist_gradient_boosting",
+    "learning_rate": 0.05,
+    "max_iter": 30,
+    "max_leaf_nodes": 4,
+    "min_samples_leaf": 20,
+    "l2_regularization": 1.0,
+}
+
+
+class Reports:
+    """A ``report`` hook that records every call."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, dict[str, float]]] = []
+
+    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.calls.append((step, dict(metrics)))
+
+    @property
+    def steps(self) -> list[int]:
+        """The steps reported, in order."""
+        return [step for step, _ in self.calls]
+
+
+def trial_context(checkpoint_dir: Path, reports: Reports, seed: int = 7) -> TrialContext:
+    """A trial as the tuner would hand it to ``train`` (a minimize goal)."""
+    return TrialContext(0, seed, reports, checkpoint_dir, goal_metric="val_rmse", direction="minimize")
+
+
+def study_context(plugin: ModelPlugin, cache_dir: Path, **data: Any) -> StudyContext:
+    """A study context from the model's manifest, with ``data`` options overridden."""
+    manifest = plugin.manifest
+    return StudyContext(manifest, {**manifest.data, **data}, dict(manifest.params), 42, cache_dir, log=lambda _: None)
+
+
+@pytest.fixture(scope="module")
+def plugin() -> ModelPlugin:
+    """The model folder, loaded as the tuner loads it."""
+    return load_plugin(MODEL_DIR)
+
+
+@pytest.fixture(scope="module")
+def data(plugin: ModelPlugin, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """The prepared splits (seed 42)."""
+    return plugin.prepare(study_context(plugin, tmp_path_factory.mktemp("cache")))
+
+
+def test_prepare_splits_every_patient_once(plugin: ModelPlugin, data: Any) -> None:
+    sizes = {name: len(targets) for name, targets in data.targets.items()}
+    assert sum(sizes.values()) == 442
+    assert sizes == {"train": 264, "val": 89, "test": 89}
+    for name, size in sizes.items():
+        assert data.features[name].shape == (size, 10)
+    # Stratified on quintiles: each split's median sits near the whole set's.
+    everything = np.concatenate(list(data.targets.values()))
+    for targets in data.targets.values():
+        assert abs(np.median(targets) - np.median(everything)) < 15
+
+
+def test_model_yaml_goal_is_a_minimized_rmse(plugin: ModelPlugin) -> None:
+    goal = plugin.manifest.goal
+    assert (goal.metric, goal.direction) == ("val_rmse", "minimize")
+    assert goal.reached(goal.target - 1) and not goal.reached(goal.target + 1)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "named"),
+    [
+        ("stratify_bins", 0, "data.stratify_bins"),
+        ("val_fraction", 0.0, "data.val_fraction"),
+        ("test_fraction", 0.8, "data.val_fraction \\+ data.test_fraction"),
+    ],
+)
+def test_prepare_names_a_bad_data_option(
+    plugin: ModelPlugin, tmp_path: Path, option: str, value: Any, named: str
+) -> None:
+    with pytest.raises(MlopsError, match=named):
+        plugin.prepare(study_context(plugin, tmp_path, **{option: value}))
+
+
+def test_overfits_one_small_batch(plugin: ModelPlugin, data: Any, tmp_path: Path) -> None:
+    """32 patients, fitted and scored on themselves: unconstrained boosting nearly memorises them."""
+    x, y = data.features["train"][:32], data.targets["train"][:32]
+    tiny = dataclasses.replace(data, features={"train": x, "val": x}, targets={"train": y, "val": y}, report_every=50)
+    params = {
+        **BOOSTING,
+        "learning_rate": 0.3,
+        "max_iter": 100,
+        "max_leaf_nodes": 31,
+        "min_samples_leaf": 1,
+        "l2_regularization": 1e-6,
+    }
+    result = plugin.train(tiny, params, trial_context(tmp_path / "ckpt", Reports()))
+    assert result.value < 0.05 * float(np.std(y))  # the target's spread is ~75
+    assert result.history["val_r2"][-1] > 0.99
+
+
+def test_linear_model_reports_once_and_evaluates(plugin: ModelPlugin, data: Any, tmp_path: Path) -> None:
+    reports = Reports()
+    result = plugin.train(data, {"estimator": "ridge", "alpha": 1.0}, trial_context(tmp_path / "ckpt", reports))
+    assert reports.steps == [0]
+    assert set(reports.calls[0][1]) == {"rmse", "val_rmse", "val_r2"}
+    assert result.value == reports.calls[0][1]["val_rmse"] and 40 < result.value < 70
+    assert result.n_val is None  # no Wilson interval for an RMSE
+    assert (tmp_path / "ckpt" / "estimator.joblib").is_file()
+
+    evaluation = plugin.evaluate(data, result)
+    assert evaluation.labels is None and evaluation.n == 89
+    rmse = float(np.sqrt(np.mean((evaluation.y_true - evaluation.y_pred) ** 2)))
+    assert evaluation.value == pytest.approx(rmse)
+
+    exported = plugin.export(data, result)
+    assert exported.flavor == "sklearn" and exported.input_example.shape == (2, 10)
+    assert exported.model.predict(exported.input_example).shape == (2,)
+
+
+@pytest.mark.parametrize("estimator", ["ridge", "elasticnet", "svr"])
+def test_every_searched_estimator_exports_in_a_format_mlflow_accepts(
+    plugin: ModelPlugin, data: Any, tmp_path: Path, estimator: str
+) -> None:
+    """MLflow 3 logs scikit-learn models with skops, which refuses types it does not trust."""
+    import skops.io
+
+    choices = next(p.choices for p in plugin.manifest.search_space.params if p.name == "estimator")
+    assert estimator in choices
+    result = plugin.train(data, {"estimator": estimator}, trial_context(tmp_path, Reports()))
+    assert 40 < result.value < 80
+    exported = plugin.export(data, result)
+    assert skops.io.get_untrusted_types(data=skops.io.dumps(exported.model)) == []
+
+
+def test_retried_linear_trial_reuses_its_fitted_estimator(
+    plugin: ModelPlugin, data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    params = {"estimator": "elasticnet", "alpha": 0.1, "l1_ratio": 0.5}
+    first = plugin.train(data, params, trial_context(tmp_path, Reports()))
+
+    def no_refit(*_: Any) -> Any:
+        raise AssertionError("a retried trial must load its checkpoint, not build a new estimator")
+
+    monkeypatch.setattr(plugin.module, "build_pipeline", no_refit)
+    reports = Reports()
+    again = plugin.train(data, params, trial_context(tmp_path, reports))
+    assert reports.steps == [0] and again.value == first.value
+
+
+def test_boosting_reports_per_chunk_and_resumes(plugin: ModelPlugin, data: Any, tmp_path: Path) -> None:
+    """30 iterations, then the same trial asked for 60: it continues at chunk 3, not from scratch."""
+    checkpoint = tmp_path / "trial-0000"
+    first = Reports()
+    plugin.train(data, BOOSTING, trial_context(checkpoint, first))
+    assert first.steps == [0, 1, 2]  # report_every: 10 iterations a chunk
+
+    again = Reports()
+    resumed = plugin.train(data, {**BOOSTING, "max_iter": 60}, trial_context(checkpoint, again))
+    assert again.steps == [3, 4, 5]
+    assert len(resumed.history["val_rmse"]) == 6
+
+    fresh = plugin.train(data, {**BOOSTING, "max_iter": 60}, trial_context(tmp_path / "fresh", Reports()))
+    assert resumed.value == pytest.approx(fresh.value)  # growing in chunks equals one long fit
+
+
+def test_tune_cli_writes_a_summary(tmp_path: Path) -> None:
+    """One real ``mlops tune`` of three trials at most: exit 0 (goal met) or 3 (not met)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    mlops = Path(sys.executable).parent / "mlops"
+    command = [
+        str(mlops),
+        "tune",
+        str(MODEL_DIR),
+        "--max-trials",
+        "3",
+        "--tracking-uri",
+        f"sqlite:///{tmp_path}/mlflow.db",
+        "--storage",
+        f"sqlite:///{tmp_path}/optuna.db",
+        "--runs-dir",
+        str(tmp_path / "runs"),
+        "--cache-dir",
+        str(tmp_path / "cache"),
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode in (0, 3), done.stdout[-2000:] + done.stderr[-2000:]
+    summary = json.loads((tmp_path / "runs" / "diabetes_regression" / "summary.json").read_text())
+    assert summary["goal"]["metric"] == "val_rmse" and summary["goal"]["direction"] == "minimize"
+    assert summary["exit_code"] == done.returncode
+    assert summary["trials_total"] == 3 or summary["exit_code"] == 0
+    assert summary["best"]["interval"] is None  # no Wilson interval for an RMSE
+    assert summary["best"]["test_value"] > 0
+    assert "Test predictions" in summary["plots"]

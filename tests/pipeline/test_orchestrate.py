@@ -1,0 +1,206 @@
+"""``mlops run`` for real: a Git repository, a push, a real SMTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import git
+
+from tests.conftest import FACE_WEIGHTS, ROOT
+from tests.pipeline.test_notify import smtp_server  # noqa: F401  (a fixture)
+
+FACE_FLAGS = ["--weights", str(FACE_WEIGHTS), "--set", "data.input_size=32"]
+
+
+def make_repo(tmp_path: Path, models: list[str]) -> tuple[git.Repo, str]:
+    """A repository holding copies of the shipped models; returns it and its first commit."""
+    repo_dir = tmp_path / "repo"
+    for name in models:
+        shutil.copytree(
+            ROOT / "models" / name, repo_dir / "models" / name, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    (repo_dir / "README.md").write_text("models\n")
+    repo = git.Repo.init(repo_dir)
+    repo.git.add(A=True)
+    repo.index.commit("first")
+    return repo, repo.head.commit.hexsha
+
+
+def touch(repo: git.Repo, model: str) -> str:
+    manifest = Path(repo.working_dir) / "models" / model / "model.yaml"
+    manifest.write_text(manifest.read_text().replace("description:", "description: (changed)", 1))
+    repo.git.add(A=True)
+    repo.index.commit(f"change {model}")
+    return repo.head.commit.hexsha
+
+
+def run_env(offline_env: dict, tmp_path: Path, smtp_port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        **offline_env,
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "PYTHONUNBUFFERED": "1",
+        "MLOPS_SMTP_HOST": "127.0.0.1",
+        "MLOPS_SMTP_PORT": str(smtp_port),
+        "MLOPS_SMTP_SECURITY": "none",
+        "MLOPS_MAIL_FROM": "ci@example.org",
+        "MLOPS_MAIL_TO": "team@example.org",
+        "MLOPS_CACHE_DIR": str(tmp_path / "cache"),
+    }
+
+
+def test_push_tunes_only_the_changed_model_and_mails_once(offline_env: dict, tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    controller, inbox = smtp_server()
+    repo, first = make_repo(tmp_path, ["face_vgg16", "diabetes_regression"])
+    second = touch(repo, "diabetes_regression")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "run",
+            "--before",
+            first,
+            "--after",
+            second,
+            "--runner",
+            "local",
+            "--summary",
+            str(tmp_path / "summary.md"),
+            "--max-trials",
+            "3",
+            *FACE_FLAGS,
+        ],
+        cwd=repo.working_dir,
+        env=run_env(offline_env, tmp_path, controller.port),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode in (0, 3), result.stdout + result.stderr
+    runs = Path(repo.working_dir) / "mlops-runs"
+    assert (runs / "diabetes_regression" / "summary.json").exists()
+    assert not (runs / "face_vgg16").exists()  # unchanged: not tuned
+    assert "classify: regression (scikit-learn)" in result.stdout
+
+    assert len(inbox.envelopes) == 1
+    mail = inbox.message()
+    assert "diabetes_regression" in mail["Subject"]
+    text = mail.get_body(("plain",)).get_content()
+    summary = json.loads((runs / "diabetes_regression" / "summary.json").read_text())
+    assert f"{summary['best']['value']:.4g}"[:4] in text  # the figure is in the mail
+    attachments = [part.get_filename() for part in mail.iter_attachments()]
+    assert any(name and name.endswith(".png") for name in attachments)
+    markdown = (tmp_path / "summary.md").read_text()
+    assert "diabetes_regression" in markdown and "face_vgg16" not in markdown
+
+
+def test_first_push_with_nothing_before_tunes_every_model(offline_env: dict, tmp_path: Path) -> None:
+    repo, first = make_repo(tmp_path, ["diabetes_regression"])
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "run",
+            "--before",
+            "0" * 40,
+            "--after",
+            first,
+            "--runner",
+            "local",
+            "--no-notify",
+            "--max-trials",
+            "2",
+        ],
+        cwd=repo.working_dir,
+        env={**os.environ, **offline_env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode in (0, 3), result.stdout + result.stderr
+    assert (Path(repo.working_dir) / "mlops-summary.md").exists()
+
+
+def _tune_child(parent: int) -> int | None:
+    """The PID of ``mlops tune`` started by the ``mlops run`` process ``parent``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"tune" in cmdline:
+            return int(entry.name)
+    return None
+
+
+def test_killed_tune_is_restarted_and_finishes_the_study(offline_env: dict, tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    controller, inbox = smtp_server()
+    repo, first = make_repo(tmp_path, ["face_vgg16"])
+    second = touch(repo, "face_vgg16")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "run",
+            "--before",
+            first,
+            "--after",
+            second,
+            "--runner",
+            "local",
+            "--restart-backoff",
+            "0.5",
+            "--max-trials",
+            "3",
+            "--goal",
+            "1.01",
+            "--pruner",
+            "none",
+            "--set",
+            "params.patience=null",
+            *FACE_FLAGS,
+        ],
+        cwd=repo.working_dir,
+        env=run_env(offline_env, tmp_path, controller.port),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    checkpoints = Path(repo.working_dir) / "mlops-runs" / "face_vgg16"
+    deadline, killed = time.monotonic() + 300, False
+    while not killed and time.monotonic() < deadline and process.poll() is None:
+        if list(checkpoints.glob("*/checkpoints/trial-000[1-9]/latest.npz")):
+            child = _tune_child(process.pid)
+            if child:
+                os.kill(child, signal.SIGKILL)
+                killed = True
+        time.sleep(0.01)
+    output, _ = process.communicate(timeout=600)
+    assert killed, output
+    assert process.returncode == 3, output  # unreachable goal: finished, honestly not met
+    assert "supervisor: tune killed by SIGKILL (exit 137); restart 1/3" in output
+    summary = json.loads((checkpoints / "summary.json").read_text())
+    assert summary["restarts"] == 1
+    assert summary["trials_complete"] == 3  # nothing lost: the budget was finished after the restart
+    subjects = [inbox.message(i)["Subject"] for i in range(len(inbox.envelopes))]
+    assert len(subjects) == 2 and "restart" in subjects[0].lower()
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{Path(repo.working_dir) / 'mlruns' / 'mlflow.db'}")
+    parent = client.get_run(summary["mlflow_parent_run_id"])
+    assert parent.data.tags["mlops.restart.1"] == "killed by SIGKILL (exit 137)"
+    assert parent.data.metrics["restarts"] == 1
