@@ -2,13 +2,15 @@
 
 Why not ``model.fit``: on a few hundred cached feature vectors ``fit`` spends ~100 ms per epoch
 in its own machinery (iterators, callbacks, a fresh evaluation loop), against ~7 ms for the
-arithmetic (measured: ``bench/head_epoch.py``). Here each epoch (every batch plus the
-validation pass) is one ``tf.function`` call over tensors already in memory.
+arithmetic (measured on 240 x 512 features, batch 32: ``fit`` 3.0 s for 30 epochs, this
+0.45 s). Here each epoch (every batch plus the validation pass) is one ``tf.function`` call
+over tensors already in memory.
 
 What it keeps from ``fit``: shuffling per epoch, dropout in training mode, early stopping
 that restores the best weights, and resumable state: after every epoch the weights, the
-optimizer's variables and the history go to ``<checkpoint_dir>/latest.npz`` (atomically), so a
-killed process resumes at the next epoch; the best epoch's weights go to ``best.npz``.
+optimizer's variables, the best epoch's weights and the history go to
+``<checkpoint_dir>/latest.npz`` (one atomic write), so a killed process resumes at the next
+epoch; when the fit ends, the best epoch's weights go to ``best.npz``.
 """
 
 from __future__ import annotations
@@ -81,11 +83,12 @@ def fit_classifier(
     run_epoch = _compile_epoch(model, optimizer, x, y, xv, yv, batch_size)
 
     history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
-    start, best_value, best_epoch = 0, -1.0, -1
+    start, best_value, best_epoch, best_weights = 0, -1.0, -1, model.get_weights()
     state = _load(checkpoint_dir / "latest.npz")
     if state is not None:
         _restore(model, optimizer, state["weights"], state["optimizer"])
         history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
+        best_weights = state["best"] or best_weights
         start = state["epoch"] + 1
     resumed_from = start if state is not None else None
 
@@ -98,15 +101,19 @@ def fit_classifier(
         for name, value in metrics.items():
             history[name].append(value)
         if metrics["val_accuracy"] > best_value:
-            best_value, best_epoch = metrics["val_accuracy"], epoch
-            _save(checkpoint_dir / "best.npz", model, None, epoch, history, best_value, best_epoch)
-        _save(checkpoint_dir / "latest.npz", model, optimizer, epoch, history, best_value, best_epoch)
+            best_value, best_epoch, best_weights = metrics["val_accuracy"], epoch, model.get_weights()
+        _save(
+            checkpoint_dir / "latest.npz",
+            model.get_weights(),
+            optimizer,
+            best_weights,
+            {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch},
+        )
         if report is not None:
             report(epoch, metrics)
 
-    best = _load(checkpoint_dir / "best.npz")
-    if best is not None:
-        _restore(model, None, best["weights"], None)
+    model.set_weights(best_weights)
+    _save(checkpoint_dir / "best.npz", best_weights, None, None, {"epoch": best_epoch, "best_value": best_value})
     return FitOutcome(best_value, best_epoch, history, resumed_from)
 
 
@@ -144,18 +151,13 @@ def _compile_epoch(model: Any, optimizer: Any, x: Any, y: Any, xv: Any, yv: Any,
 
 
 def _save(
-    path: Path,
-    model: Any,
-    optimizer: Any,
-    epoch: int,
-    history: dict[str, list[float]],
-    best_value: float,
-    best_epoch: int,
+    path: Path, weights: list[np.ndarray], optimizer: Any, best: list[np.ndarray] | None, meta: dict[str, Any]
 ) -> None:
-    arrays = {f"w{i}": w for i, w in enumerate(model.get_weights())}
+    arrays = {f"w{i}": w for i, w in enumerate(weights)}
     if optimizer is not None:
         arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
-    meta = {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch}
+    if best is not None:
+        arrays.update({f"b{i}": w for i, w in enumerate(best)})
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
         np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
@@ -167,9 +169,11 @@ def _load(path: Path) -> dict[str, Any] | None:
         return None
     with np.load(path) as data:
         meta = json.loads(str(data["meta"]))
-        weights = [data[f"w{i}"] for i in range(sum(k.startswith("w") for k in data.files))]
-        opt = [data[f"o{i}"] for i in range(sum(k.startswith("o") for k in data.files))]
-    return {**meta, "weights": weights, "optimizer": opt}
+
+        def group(prefix: str) -> list[np.ndarray]:
+            return [data[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) for k in data.files))]
+
+        return {**meta, "weights": group("w"), "optimizer": group("o"), "best": group("b")}
 
 
 def _restore(model: Any, optimizer: Any, weights: list[np.ndarray], opt_values: list[np.ndarray] | None) -> None:
