@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,49 +27,52 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def optimization_history(
-    values: Sequence[tuple[int, float, str]], target: float, metric: str, direction: str, path: Path
-) -> Path:
-    """Each finished trial's value, the best so far, and the goal line.
+def optimization_history(study: Any, target: float, metric: str, path: Path) -> Path:
+    """Optuna's own optimization-history plot (each trial, best so far) plus the goal line.
 
     Args:
-        values: (trial number, value, state) for complete and pruned trials.
+        study: the Optuna study.
         target: the goal, drawn as a dashed line.
         metric: the axis label.
-        direction: ``maximize`` or ``minimize`` (for the best-so-far line).
         path: where the PNG goes.
     """
-    fig, ax = _figure()
-    done = [(n, v) for n, v, state in values if state == "COMPLETE"]
-    pruned = [(n, v) for n, v, state in values if state == "PRUNED"]
-    if done:
-        ax.scatter(*zip(*done, strict=True), label="complete", color="tab:blue", zorder=3)
-        best = np.maximum.accumulate if direction == "maximize" else np.minimum.accumulate
-        ax.step([n for n, _ in done], best([v for _, v in done]), where="post", color="tab:green", label="best so far")
-    if pruned:
-        ax.scatter(*zip(*pruned, strict=True), label="pruned (last epoch)", color="tab:gray", marker="x")
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from optuna.visualization.matplotlib import plot_optimization_history
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "experimental" in Optuna 5
+        ax = plot_optimization_history(study, target_name=metric)
     ax.axhline(target, color="tab:red", linestyle="--", label=f"goal {target:g}")
-    ax.set_xlabel("trial")
-    ax.set_ylabel(metric)
-    ax.set_title("Optimization history")
     ax.legend(loc="best")
+    fig = ax.get_figure()
+    fig.set_size_inches(7.0, 4.5)
     return _save(fig, path)
 
 
 def learning_curves(history: dict[str, list[float]], path: Path) -> Path:
-    """Training and validation curves per epoch (solid: training, dashed: validation)."""
-    fig, ax = _figure()
-    epochs = None
+    """Per-epoch curves of the best trial: losses on the left, other metrics on the right."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10.0, 4.0))
     for name, values in history.items():
         if not values:
             continue
-        epochs = np.arange(1, len(values) + 1)
+        axis = left if "loss" in name else right
         style = "--" if name.startswith("val_") else "-"
-        ax.plot(epochs, values, style, label=name)
-    ax.set_xlabel("epoch")
-    ax.set_title("Learning curves (best trial)")
-    if epochs is not None:
-        ax.legend(loc="best")
+        axis.plot(range(1, len(values) + 1), values, style, label=name)
+    for axis, title in ((left, "loss"), (right, "metric")):
+        axis.set_xlabel("epoch")
+        axis.set_title(title)
+        if axis.lines:
+            axis.legend(loc="best")
+    fig.suptitle("Learning curves (best trial; dashed: validation)")
     return _save(fig, path)
 
 

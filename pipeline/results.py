@@ -84,14 +84,8 @@ def finish_study(
         run_dir=str(run_dir),
     )
     plot_dir = run_dir / "plots"
-    history = [
-        (t.number, t.value if t.value is not None else _last(t), t.state.name)
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    ]
-    if history:
-        path = plots.optimization_history(
-            history, goal.target, goal.metric, goal.direction, plot_dir / "optimization_history.png"
-        )
+    if summary.trials_complete:
+        path = plots.optimization_history(study, goal.target, goal.metric, plot_dir / "optimization_history.png")
         summary.plots["Optimization history"] = str(path)
     trial = best_trial(study)
     if trial is None:
@@ -139,11 +133,6 @@ def finish_study(
             run_id, exported, plugin.manifest.name, register, {"study": study.study_name, "trial": str(trial.number)}
         )
     return summary
-
-
-def _last(trial: optuna.trial.FrozenTrial) -> float:
-    values = trial.intermediate_values
-    return float(values[max(values)]) if values else float("nan")
 
 
 def _log_plots(tracker: Tracker, run_id: str, paths: dict[str, str]) -> None:
