@@ -110,7 +110,7 @@ def _one_model(
     from pipeline.classify import classify_model
     from pipeline.manifest import load_manifest
     from pipeline.notify import event_for, notify
-    from pipeline.runners import choose_runner
+    from pipeline.runners import DockerRunner, choose_runner
     from pipeline.supervisor import Supervisor, describe_exit
 
     outcome = ModelOutcome(folder)
@@ -123,7 +123,7 @@ def _one_model(
         run_dir = (options.repo / options.runs_dir).resolve() / manifest.name
         outcome.stage = "build"
         runner = choose_runner(options.runner)
-        if runner.name == "docker":
+        if isinstance(runner, DockerRunner):
             from pipeline.containers import build_image
 
             built = build_image(
@@ -134,7 +134,9 @@ def _one_model(
                 base_image=options.base_image,
                 log=log,
             )
-            runner.image = built.tag  # type: ignore[union-attr]
+            runner.image = built.tag
+            # The container's user writes the run folders: created and given to it.
+            runner.state_dirs.append(run_dir.parent)
         outcome.stage = "tune"
 
         def restarted(number: int, code: int) -> None:
@@ -177,7 +179,7 @@ def _one_model(
 
 
 def _tune_env(repo: Path) -> dict[str, str]:
-    """Tracking and study stores as absolute paths, so a container sees the same files."""
+    """The default tracking store as an absolute path, so a container sees the same file."""
     env: dict[str, str] = {}
     if not os.environ.get("MLFLOW_TRACKING_URI") and not os.environ.get("MLOPS_TRACKING_URI"):
         env["MLOPS_TRACKING_URI"] = f"sqlite:///{repo.resolve() / 'mlruns' / 'mlflow.db'}"

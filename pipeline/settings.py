@@ -35,7 +35,7 @@ class TuneSettings:
     timeout: float | None = 1800.0  # seconds for this invocation; None: no limit
     study_name: str | None = None  # default: model name + a hash of its data/params/space
     storage: str | None = None  # default: sqlite:///<runs_dir>/optuna.db
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
     experiment: str | None = None  # default: the model's name
     seed: int = 42
     pruner: str = "median"
@@ -56,7 +56,7 @@ class TuneSettings:
     @property
     def tracking(self) -> str:
         """The MLflow tracking URI."""
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TuneSettings)}

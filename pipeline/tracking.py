@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import MlopsError
@@ -28,7 +29,7 @@ class Tracker:
     """Writes a study's runs to one experiment of one tracking server.
 
     Args:
-        uri: the tracking URI (``sqlite:///mlflow.db``, ``http://127.0.0.1:5000``, ...).
+        uri: the tracking URI (``sqlite:///mlruns/mlflow.db``, ``http://127.0.0.1:5000``, ...).
         experiment: the experiment name (created when missing).
 
     Raises:
@@ -39,6 +40,8 @@ class Tracker:
         import mlflow
 
         self.uri = uri
+        if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(uri)
         self.client = _client(uri)
         try:
@@ -47,7 +50,7 @@ class Tracker:
         except Exception as error:  # connection errors surface as many different types
             raise MlopsError(
                 f"MLflow tracking at {uri} unreachable ({type(error).__name__}); start the server or "
-                "pass --tracking-uri sqlite:///mlflow.db"
+                "pass --tracking-uri sqlite:///mlruns/mlflow.db"
             ) from None
 
     def parent_run(self, run_id: str | None, name: str, tags: Mapping[str, str]) -> str:

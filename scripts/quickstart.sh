@@ -25,5 +25,5 @@ set +e
 status=$?
 set -e
 echo
-echo "Watch the runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db  (then open http://127.0.0.1:5000)"
+echo "Watch the runs: .venv/bin/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db  (then open http://127.0.0.1:5000)"
 exit $status
