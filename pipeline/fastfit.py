@@ -160,7 +160,7 @@ def _save(
         arrays.update({f"b{i}": w for i, w in enumerate(best)})
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as handle:
-        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)
+        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
     os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
 
 

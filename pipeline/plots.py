@@ -48,8 +48,8 @@ def optimization_history(study: Any, target: float, metric: str, path: Path) -> 
         ax = plot_optimization_history(study, target_name=metric)
     ax.axhline(target, color="tab:red", linestyle="--", label=f"goal {target:g}")
     ax.legend(loc="best")
-    fig = ax.get_figure()
-    fig.set_size_inches(7.0, 4.5)
+    fig = ax.figure
+    fig.set_size_inches(7.0, 4.5)  # type: ignore[union-attr]
     return _save(fig, path)
 
 

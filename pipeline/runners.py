@@ -42,8 +42,10 @@ FORWARDED_NAMES = (
     "TF_CPP_MIN_LOG_LEVEL",
     "OMP_NUM_THREADS",
 )
-# Data the container reads but must never change: mounted read-only.
-READ_ONLY_NAMES = ("KERAS_HOME", "SCIKIT_LEARN_DATA", "MLOPS_CONFIG")
+# Data the container reads but must never change: mounted read-only (a file: its folder).
+# scripts/offline-env.sh exports the MLOPS_ ones; its KERAS_HOME and SCIKIT_LEARN_DATA hold
+# symlinks into MLOPS_SHARED_DATA, which resolve inside the container only with it mounted.
+READ_ONLY_NAMES = ("KERAS_HOME", "SCIKIT_LEARN_DATA", "MLOPS_CONFIG", "MLOPS_SHARED_DATA", "MLOPS_FACE_WEIGHTS")
 _DIR_SUFFIXES = ("_DIR", "_HOME", "_ROOT", "_CACHE")
 
 
@@ -131,7 +133,8 @@ class DockerRunner:
     bind-mounted at the same paths: ``workdir`` (read-write, left as it is), the folders
     named by forwarded variables that hold state (``MLOPS_RUNS_DIR``, ``MLOPS_CACHE_DIR``,
     a ``sqlite:///`` tracking or study store: created, and chowned to ``user`` when we are
-    root) and data (``KERAS_HOME``, ``SCIKIT_LEARN_DATA``: read-only).
+    root) and data (``KERAS_HOME``, ``SCIKIT_LEARN_DATA``, ``MLOPS_SHARED_DATA``, the folder
+    of ``MLOPS_FACE_WEIGHTS``: read-only).
 
     Args:
         image: the image to run (``build_image``'s tag); set it before ``run``.

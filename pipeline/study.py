@@ -7,10 +7,14 @@ parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import random
 import socket
+import time
 import warnings
 from typing import Any
+from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
@@ -56,13 +60,7 @@ def open_study(name: str, direction: str, settings: TuneSettings) -> tuple[optun
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry, inherit_intermediate_values=True)
     try:
-        storage = RDBStorage(
-            settings.storage_url,
-            engine_kwargs={"connect_args": {"timeout": 30}} if settings.storage_url.startswith("sqlite") else None,
-            heartbeat_interval=settings.heartbeat_interval,
-            grace_period=settings.grace_period,
-            heartbeat_stale_trial_callback=retry,
-        )
+        storage = _storage(settings, retry)
         study = optuna.create_study(
             study_name=name,
             storage=storage,
@@ -75,8 +73,41 @@ def open_study(name: str, direction: str, settings: TuneSettings) -> tuple[optun
         if isinstance(error, MlopsError):
             raise
         url = redact(settings.storage_url)
-        raise MlopsError(f"study storage {url} unusable ({type(error).__name__}: {error}); fix --storage") from None
+        # One line: drivers' messages run over several ("Is the server running...", SQLAlchemy's link).
+        first = (str(error).strip().splitlines() or [""])[0]
+        password = urlsplit(settings.storage_url).password if "://" in settings.storage_url else None
+        if password:
+            first = first.replace(password, "***")
+        raise MlopsError(f"study storage {url} unusable ({type(error).__name__}: {first}); fix --storage") from None
     return study, storage
+
+
+def _storage(settings: TuneSettings, retry: RetryHeartbeatStaleTrialCallback, attempts: int = 3) -> RDBStorage:
+    """Open the RDB storage; workers starting together on an empty database race to create its tables."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+    for attempt in range(attempts):
+        try:
+            return RDBStorage(
+                with_driver(settings.storage_url),
+                engine_kwargs={"connect_args": {"timeout": 30}} if settings.storage_url.startswith("sqlite") else None,
+                heartbeat_interval=settings.heartbeat_interval,
+                grace_period=settings.grace_period,
+                heartbeat_stale_trial_callback=retry,
+            )
+        except (IntegrityError, ProgrammingError):  # PostgreSQL: duplicate pg_type row / relation exists
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.5 + random.random())  # the other worker finishes the schema meanwhile
+    raise AssertionError("unreachable")
+
+
+def with_driver(url: str) -> str:
+    """``postgresql://`` with the installed driver: SQLAlchemy 2.1 defaults to psycopg 3, we ship psycopg2."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres") or importlib.util.find_spec("psycopg") is not None:
+        return url
+    return f"postgresql+psycopg2{sep}{rest}"
 
 
 def redact(url: str) -> str:
@@ -144,8 +175,8 @@ class StopRules:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Called by Optuna after every trial."""
-        if trial.state == TrialState.COMPLETE and trial.user_attrs.get(GOAL_ATTR):
-            self.reason = "goal"
+        if (trial.state == TrialState.COMPLETE and trial.user_attrs.get(GOAL_ATTR)) or goal_met_trials(study):
+            self.reason = "goal"  # this worker's trial, or another worker's on the same study
             study.stop()
         elif len(finished(study)) >= self.max_trials:
             self.reason = "max_trials"

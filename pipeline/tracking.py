@@ -8,6 +8,7 @@ trial lasts well under a second, and one call per epoch would cost more than the
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,13 +46,26 @@ class Tracker:
         mlflow.set_tracking_uri(uri)
         self.client = _client(uri)
         try:
-            found = self.client.get_experiment_by_name(experiment)
-            self.experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+            _probe(uri)  # MLflow's own retries take ~4 minutes to give up on a closed port
+            self.experiment_id = self._experiment(experiment)
         except Exception as error:  # connection errors surface as many different types
             raise MlopsError(
                 f"MLflow tracking at {uri} unreachable ({type(error).__name__}); start the server or "
                 "pass --tracking-uri sqlite:///mlruns/mlflow.db"
             ) from None
+
+    def _experiment(self, name: str) -> str:
+        """The experiment's id, creating it; another worker may create it at the same moment."""
+        found = self.client.get_experiment_by_name(name)
+        if found:
+            return str(found.experiment_id)
+        try:
+            return str(self.client.create_experiment(name))
+        except Exception:
+            found = self.client.get_experiment_by_name(name)  # RESOURCE_ALREADY_EXISTS: a worker beat us
+            if found is None:
+                raise
+            return str(found.experiment_id)
 
     def parent_run(self, run_id: str | None, name: str, tags: Mapping[str, str]) -> str:
         """Re-open the search's parent run when ``run_id`` names one, else start it."""
@@ -130,6 +144,10 @@ class Tracker:
         import mlflow
         from mlflow.models import infer_signature
 
+        if register:  # another worker on the same study may have registered this trial already
+            done = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+            if done:
+                return f"{name}/{max(int(v.version) for v in done)}"
         flavor = {"keras": mlflow.keras, "sklearn": mlflow.sklearn}[exported.flavor]
         signature = None
         if exported.input_example is not None:
@@ -156,6 +174,17 @@ class Tracker:
         if not self.uri.startswith(("http://", "https://")):
             return None
         return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+def _probe(uri: str, timeout: float = 5.0) -> None:
+    """Fail at once (``OSError``) when an ``http(s)://`` tracking server's port does not answer."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    socket.create_connection((parts.hostname, port), timeout=timeout).close()
 
 
 def _predict(model: Any, batch: Any) -> Any:

@@ -96,10 +96,7 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     if reclaimed:
         numbers = ", ".join(map(str, reclaimed))
         log(f"resuming: trial(s) {numbers} died with their process; retrying from their checkpoints")
-    waiting = {
-        str(t.user_attrs.get("mlflow_run_id")) for t in study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    }
-    tracker.close_orphans(parent_id, live=waiting)
+    tracker.close_orphans(parent_id, live=_live_runs(study))
 
     objective = Objective(
         plugin, data, goal, tracker, parent_id, run_dir / name / "checkpoints", tags, settings.seed, log
@@ -109,7 +106,7 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
         log("the goal was already met in this study; reporting its best trial")
     elif len(finished(study)) < settings.max_trials:
         study.optimize(objective, timeout=settings.timeout, callbacks=[rules], catch=(ArithmeticError, ValueError))
-    tracker.close_orphans(parent_id, live=set())
+    tracker.close_orphans(parent_id, live=_live_runs(study))  # other workers' trials may still be running
 
     summary = finish_study(
         study,
@@ -143,6 +140,12 @@ def _record_restart(study: optuna.Study, tracker: Tracker, parent_id: str, log: 
     reason = os.environ.get("MLOPS_RESTART_REASON", "") or "unknown"
     tracker.log(parent_id, metrics={"restarts": total}, tags={f"mlops.restart.{total}": reason})
     log(f"restart {total}: the previous run {reason}")
+
+
+def _live_runs(study: optuna.Study) -> set[str]:
+    """MLflow runs of trials still to be retried here or being run by another worker: not orphans."""
+    states = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    return {str(t.user_attrs.get("mlflow_run_id")) for t in study.get_trials(deepcopy=False, states=states)}
 
 
 def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[str], None]) -> None:

@@ -38,7 +38,8 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="Optuna storage URL; default: sqlite:///mlops-runs/optuna.db.")
         ] = None,
         tracking_uri: Annotated[
-            str | None, typer.Option(help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db.")
+            str | None,
+            typer.Option(help="MLflow tracking URI; default: $MLFLOW_TRACKING_URI or sqlite:///mlruns/mlflow.db."),
         ] = None,
         seed: Annotated[int | None, typer.Option(help="Seed for the split, the sampler and every trial.")] = None,
         weights: Annotated[
