@@ -77,8 +77,13 @@ def run_push(options: PushOptions, log: Callable[[str], None] = print) -> int:
         log("no model folder changed in this push; nothing to tune")
     config_path = find_repo_config(repo)
     notify_settings = NotifySettings.from_config(read_repo_config(config_path).get("notify"))
-    if options.notify and notify_settings.outbox is not None:
-        flush_outbox(notify_settings)  # deliver what an earlier run could not
+    if options.notify and (notify_settings.email_enabled or notify_settings.webhook_url):
+        # Deliver what an earlier run could not: one outbox per model, or the configured one.
+        outboxes = [notify_settings.outbox] if notify_settings.outbox else (repo / options.runs_dir).glob("*/outbox")
+        for outbox in outboxes:
+            flushed = flush_outbox(notify_settings, outbox)
+            if flushed.sent:
+                log(f"notify: delivered {flushed.sent} queued message(s) from {outbox}")
 
     outcomes = [
         _one_model(repo / folder, folder, options, notify_settings, changes.after, log) for folder in changes.changed

@@ -204,3 +204,43 @@ def test_killed_tune_is_restarted_and_finishes_the_study(offline_env: dict, tmp_
     parent = client.get_run(summary["mlflow_parent_run_id"])
     assert parent.data.tags["mlops.restart.1"] == "killed by SIGKILL (exit 137)"
     assert parent.data.metrics["restarts"] == 1
+
+
+def test_mail_that_cannot_be_sent_is_kept_and_sent_by_the_next_run(
+    offline_env: dict,
+    tmp_path: Path,
+    smtp_server,  # noqa: F811
+) -> None:
+    from tests.pipeline.test_notify import free_port
+
+    port = free_port()  # nothing listens there yet
+    repo, first = make_repo(tmp_path, ["diabetes_regression"])
+    second = touch(repo, "diabetes_regression")
+    env = {**run_env(offline_env, tmp_path, port), "MLOPS_SMTP_HOST": "127.0.0.1"}
+    args = [sys.executable, "-m", "pipeline.cli", "run", "--runner", "local", "--max-trials", "1"]
+    down = subprocess.run(
+        [*args, "--before", first, "--after", second],
+        cwd=repo.working_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert down.returncode in (0, 3), down.stdout + down.stderr  # a mail failure never fails the result
+    outbox = Path(repo.working_dir) / "mlops-runs" / "diabetes_regression" / "outbox"
+    assert list(outbox.glob("*.eml"))
+
+    controller, inbox = smtp_server(port=port)
+    third = touch(repo, "diabetes_regression")
+    up = subprocess.run(
+        [*args, "--before", second, "--after", third],
+        cwd=repo.working_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert up.returncode in (0, 3), up.stdout + up.stderr
+    assert "delivered 1 queued message(s)" in up.stdout
+    assert len(inbox.envelopes) == 2  # the queued one and this run's
+    assert not list(outbox.glob("*.eml"))
