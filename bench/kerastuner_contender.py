@@ -4,7 +4,7 @@ The model is built as KerasTuner's and Keras' transfer-learning docs show it: th
 base (the same face weights) frozen inside the Keras model, ``GlobalAveragePooling2D``,
 then the searched dense head; so every epoch of every trial pays the base's forward pass.
 The search space is ours minus what KerasTuner sets elsewhere: dense layers (1-5), units
-per layer (32-1024, log), dropout (0-0.6), learning rate (1e-4-3e-2, log), optimizer
+per layer (32-512, log), dropout (0-0.6), learning rate (1e-4-3e-2, log), optimizer
 (adam, adamw, rmsprop, sgd); batch size 32, ReLU. The search stops at the first trial
 whose best-epoch ``val_accuracy`` reaches the goal, at the trial budget, or at the
 wall-clock budget (checked after every batch and every trial).
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import DATASETS, ResultFile, contender_parser, deadline_callback, load_split, preprocess
+from pipeline.dense_head import make_optimizer
 
 # (trials, epochs per trial / Hyperband max_epochs, early-stopping patience)
 FULL = (40, 20, 5)
@@ -31,10 +32,6 @@ def hypermodel(weights: Path, size: int, n_classes: int) -> Any:
     """The build function: frozen VGG16 + GAP + searched dense layers + softmax."""
     import keras
 
-    from bench.data import face_modules
-
-    make_optimizer = _make_optimizer(face_modules)
-
     def build(hp: Any) -> Any:
         base = keras.applications.VGG16(weights=str(weights), include_top=False, input_shape=(size, size, 3))
         base.trainable = False
@@ -42,7 +39,7 @@ def hypermodel(weights: Path, size: int, n_classes: int) -> Any:
         x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
         dropout = hp.Float("dropout", 0.0, 0.6)
         for i in range(hp.Int("n_layers", 1, 5)):
-            x = keras.layers.Dense(hp.Int(f"units_{i}", 32, 1024, sampling="log"), activation="relu")(x)
+            x = keras.layers.Dense(hp.Int(f"units_{i}", 32, 512, sampling="log"), activation="relu")(x)
             x = keras.layers.Dropout(dropout)(x)
         outputs = keras.layers.Dense(n_classes, activation="softmax")(x)
         model = keras.Model(inputs, outputs)
@@ -54,15 +51,6 @@ def hypermodel(weights: Path, size: int, n_classes: int) -> Any:
         return model
 
     return build
-
-
-def _make_optimizer(face_modules: Any) -> Any:
-    """The face model's own optimizer factory (same SGD momentum etc. as ours)."""
-    import sys
-
-    face_modules()
-    name = next(n for n in sys.modules if n.startswith("mlops_models.") and n.endswith(".model"))
-    return sys.modules[name].make_optimizer
 
 
 def goal_tuner(base_class: Any, goal: float, deadline: float, on_trial: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
+from pipeline.dense_head import dense_layers, evaluate_classifier, make_optimizer
 from pipeline.errors import MlopsError
 from pipeline.fastfit import fit_classifier
 from pipeline.feature_cache import fingerprint
@@ -126,29 +127,9 @@ def build_mlp(data: DigitsData, params: dict[str, Any]) -> Any:
         layers.append(keras.layers.Normalization(mean=train.mean(axis=0), variance=train.var(axis=0) + 1e-6))
     elif data.scaling == "minmax":
         layers.append(keras.layers.Rescaling(1.0 / PIXEL_MAX))
-    n_layers = int(params["n_layers"])
-    units = params["units"] if isinstance(params["units"], list) else [params["units"]] * n_layers
-    for width in units[:n_layers]:
-        layers.append(keras.layers.Dense(int(width), activation=params["activation"]))
-        layers.append(keras.layers.Dropout(float(params["dropout"])))
+    layers.extend(dense_layers(params))
     layers.append(keras.layers.Dense(len(data.names), activation="softmax"))
     return keras.Sequential(layers, name="digits_mlp")
-
-
-def make_optimizer(name: str, learning_rate: float) -> Any:
-    """A Keras optimizer by name (``adam``, ``adamw``, ``rmsprop``, ``sgd`` with momentum).
-
-    Raises:
-        ValueError: naming the unknown optimizer and the allowed ones.
-    """
-    import keras
-
-    if name == "sgd":
-        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
-    choices = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
-    if name not in choices:
-        raise ValueError(f"optimizer {name!r} is unknown; allowed: adam, adamw, rmsprop, sgd")
-    return choices[name](learning_rate)
 
 
 def train(data: DigitsData, params: dict[str, Any], trial: TrialContext) -> TrainResult:
@@ -175,10 +156,7 @@ def train(data: DigitsData, params: dict[str, Any], trial: TrialContext) -> Trai
 
 def evaluate(data: DigitsData, result: TrainResult) -> Evaluation:
     """Accuracy of the chosen network on the held-out test split (touched once, at the end)."""
-    probs = result.model.predict(data.features["test"], verbose=0)
-    predicted = probs.argmax(axis=1)
-    truth = data.labels["test"]
-    return Evaluation(float((predicted == truth).mean()), len(truth), truth, predicted, data.names)
+    return evaluate_classifier(result.model, data.features["test"], data.labels["test"], data.names)
 
 
 def export(data: DigitsData, result: TrainResult) -> ExportedModel:
