@@ -121,6 +121,11 @@ def test_weights_file_missing_names_the_fix() -> None:
 
 def test_imagenet_unavailable_offline_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Keras' own loader tries the download; a proxy on a closed loopback port keeps the attempt local.
+    # urlopen caches its opener (with the proxy) process-wide: restore it, or later tests'
+    # requests to 127.0.0.1 would go to the dead proxy.
+    import urllib.request
+
+    monkeypatch.setattr(urllib.request, "_opener", None)
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"):
         monkeypatch.setenv(name, "http://127.0.0.1:9")
