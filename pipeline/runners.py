@@ -25,28 +25,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO, cast
 
+from pipeline import container_mounts
 from pipeline.containers import docker_available, docker_client
 from pipeline.errors import MlopsError
 
 RUNNER_NAMES = ("auto", "docker", "local")
 CONTAINER_USER = "1000:1000"
-# Forwarded into the container; anything else in the host environment (PATH, HOME, a venv)
-# describes the host and would break the image's own Python.
-FORWARDED_PREFIXES = ("MLOPS_", "MLFLOW_")
-FORWARDED_NAMES = (
-    "KERAS_HOME",
-    "SCIKIT_LEARN_DATA",
-    "GIT_COMMIT",
-    "GITHUB_SHA",
-    "PYTHONHASHSEED",
-    "TF_CPP_MIN_LOG_LEVEL",
-    "OMP_NUM_THREADS",
-)
-# Data the container reads but must never change: mounted read-only (a file: its folder).
-# scripts/offline-env.sh exports the MLOPS_ ones; its KERAS_HOME and SCIKIT_LEARN_DATA hold
-# symlinks into MLOPS_SHARED_DATA, which resolve inside the container only with it mounted.
-READ_ONLY_NAMES = ("KERAS_HOME", "SCIKIT_LEARN_DATA", "MLOPS_CONFIG", "MLOPS_SHARED_DATA", "MLOPS_FACE_WEIGHTS")
-_DIR_SUFFIXES = ("_DIR", "_HOME", "_ROOT", "_CACHE")
 
 
 class Runner(Protocol):
@@ -178,13 +162,7 @@ class DockerRunner:
 
     def container_env(self, env: Mapping[str, str]) -> dict[str, str]:
         """The variables the container gets: forwarded host ones, then ``env``'s."""
-        merged = {**os.environ, **env}
-        return {
-            k: v
-            for k, v in merged.items()
-            if k.startswith(FORWARDED_PREFIXES) or k in FORWARDED_NAMES or k in env
-            if k not in _HOST_ONLY
-        }
+        return container_mounts.container_env(env)
 
     def mounts(self, env: Mapping[str, str], workdir: Path) -> list[tuple[Path, bool]]:
         """``(host folder, read_only)`` pairs, creating and chowning the state folders.
@@ -192,42 +170,9 @@ class DockerRunner:
         Each folder is mounted at its own path; one inside another mount of the same or a
         weaker mode is left out (a parent's mount already shows it).
         """
-        workdir = Path(workdir).resolve()
-        wanted: dict[Path, bool] = {workdir: False}
-        state = [*self.state_dirs]
-        for name, value in env.items():
-            path = _path_in(name, value, workdir)
-            if path is None:
-                continue
-            if name in READ_ONLY_NAMES:
-                path = path if path.is_dir() or not path.exists() else path.parent
-                if path.exists():
-                    wanted.setdefault(path, True)
-            else:
-                state.append(path)
-        for path in state:
-            path = Path(path).resolve()
-            path.mkdir(parents=True, exist_ok=True)
-            if path != workdir:
-                self._chown(path)
-            wanted[path] = False
-        for path in self.data_dirs:
-            wanted.setdefault(Path(path).resolve(), True)
-        kept: list[tuple[Path, bool]] = []
-        for path, read_only in sorted(wanted.items()):
-            if any(path.is_relative_to(p) and (ro <= read_only) for p, ro in kept):
-                continue
-            kept.append((path, read_only))
-        return kept
-
-    def _chown(self, path: Path) -> None:
-        """Give a state folder to the container's user; only root may, and only root needs to."""
-        if os.geteuid() != 0:
-            return
-        uid, gid = (int(part) for part in self.user.split(":"))
-        for root, dirs, files in os.walk(path):
-            for entry in (root, *(os.path.join(root, n) for n in dirs + files)):
-                os.lchown(entry, uid, gid)
+        return container_mounts.mounts(
+            env, workdir, user=self.user, state_dirs=self.state_dirs, data_dirs=self.data_dirs
+        )
 
     def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
         """Run ``mlops <args>`` in a fresh container; stream its logs; return its exit code.
@@ -288,32 +233,6 @@ class DockerRunner:
         with self._lock:
             if self._container is not None:
                 self._container.kill()
-
-
-_HOST_ONLY = {"PATH", "HOME", "PWD", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH"}
-
-
-def _path_in(name: str, value: str, workdir: Path) -> Path | None:
-    """The host folder a forwarded variable names, if it names one.
-
-    ``sqlite:///x.db`` (relative to ``workdir``) and ``sqlite:////abs/x.db`` give the
-    database's folder (SQLite writes its journal beside it); ``file://`` URIs and absolute
-    paths give themselves; a relative path counts only for a ``*_DIR``-like variable.
-    """
-    if not (name.startswith(FORWARDED_PREFIXES) or name in FORWARDED_NAMES):
-        return None
-    if value.startswith("sqlite:///"):
-        return (workdir / value.removeprefix("sqlite:///")).parent
-    if value.startswith("file://"):
-        return Path(value.removeprefix("file://"))
-    if value.startswith("/"):
-        path = Path(value)
-        if path.is_file() or (not path.exists() and not name.endswith(_DIR_SUFFIXES)):
-            return path.parent if name in READ_ONLY_NAMES else None
-        return path
-    if name.endswith(_DIR_SUFFIXES) and value and "://" not in value:
-        return workdir / value
-    return None
 
 
 def _copy_stream(chunks: Iterable[bytes], out: TextIO) -> None:

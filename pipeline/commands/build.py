@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from pipeline.containers import build_image, model_requirements, render_dockerfile
+from pipeline.containers import build_image
+from pipeline.dockerfiles import model_requirements, render_dockerfile
 from pipeline.manifest import load_manifest
 
 

@@ -15,13 +15,11 @@ from typer.testing import CliRunner
 from pipeline import containers
 from pipeline.cli import app
 from pipeline.commands.build import head_commit
-from pipeline.containers import (
+from pipeline.containers import HASH_LABEL, build_image, image_tag
+from pipeline.dockerfiles import (
     DEFAULT_BASE_IMAGE,
     FRAMEWORKS,
-    HASH_LABEL,
     assemble_context,
-    build_image,
-    image_tag,
     normalize_framework,
     project_requirements,
     render_dockerfile,
@@ -170,7 +168,7 @@ def test_build_dry_run_prints_the_dockerfile(tmp_path: Path) -> None:
     model = make_regression_model(tmp_path / "tiny_reg")
     result = CliRunner().invoke(app, ["build", str(model), "--dry-run", "--base-image", "local/python:3.11-bookworm"])
     assert result.exit_code == 0, result.output
-    assert result.output.startswith("# Rendered by pipeline/containers.py for model tiny_reg")
+    assert result.output.startswith("# Rendered by pipeline/dockerfiles.py for model tiny_reg")
     assert "FROM local/python:3.11-bookworm\n" in result.output
 
 
