@@ -12,7 +12,7 @@ import optuna
 
 from pipeline.confidence import wilson_interval
 from pipeline.contract import ModelPlugin, TrainResult, TrialContext
-from pipeline.study import GOAL_ATTR, WORKER_ATTR, trial_origin, worker_id
+from pipeline.study import WORKER_ATTR, trial_origin, worker_id
 from pipeline.summary import GoalSpec
 from pipeline.tracking import STUDY_TAG, TRIAL_TAG, Tracker
 
@@ -107,7 +107,6 @@ class Objective:
             raise
         interval = interval_for(self.goal, result.value, result.n_val)
         met = self.goal.reached(result.value, interval[0] if interval else None)
-        trial.set_user_attr(GOAL_ATTR, met)
         metrics = {self.goal.metric: result.value}
         if interval:
             trial.set_user_attr("interval", list(interval))

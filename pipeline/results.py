@@ -14,15 +14,15 @@ from pipeline import plots
 from pipeline.contract import ModelPlugin, TrainResult, TrialContext
 from pipeline.objective import Objective
 from pipeline.settings import TuneSettings
-from pipeline.study import GOAL_ATTR, counts, goal_met_trials, trial_origin
+from pipeline.study import counts, goal_met_trials, trial_origin
 from pipeline.study import redact as redact_url
 from pipeline.summary import BestTrial, GoalSpec, TuneSummary
 from pipeline.tracking import Tracker
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+def best_trial(study: optuna.Study, goal: GoalSpec) -> optuna.trial.FrozenTrial | None:
     """The goal-meeting trial when there is one (the first that met it), else the best complete one."""
-    met = goal_met_trials(study)
+    met = goal_met_trials(study, goal)
     if met:
         return met[0]
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -87,7 +87,7 @@ def finish_study(
     if summary.trials_complete:
         path = plots.optimization_history(study, goal.target, goal.metric, plot_dir / "optimization_history.png")
         summary.plots["Optimization history"] = str(path)
-    trial = best_trial(study)
+    trial = best_trial(study, goal)
     if trial is None:
         _log_plots(tracker, parent_id, summary.plots)
         return summary
@@ -95,7 +95,7 @@ def finish_study(
     result = _result_of(trial, plugin, data, objective, run_dir)
     evaluation = plugin.evaluate(data, result)
     interval = trial.user_attrs.get("interval")
-    summary.goal_met = bool(trial.user_attrs.get(GOAL_ATTR))
+    summary.goal_met = bool(goal_met_trials(study, goal))
     run_id = trial.user_attrs.get("mlflow_run_id")
     summary.best = BestTrial(
         trial.number,

@@ -22,9 +22,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.errors import MlopsError
 from pipeline.settings import TuneSettings
+from pipeline.summary import GoalSpec
 
 WORKER_ATTR = "worker"
-GOAL_ATTR = "goal_met"
 
 
 def worker_id() -> str:
@@ -161,22 +161,28 @@ def finished(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
 
 
-def goal_met_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Complete trials that reached the goal."""
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get(GOAL_ATTR)]
+def goal_met_trials(study: optuna.Study, goal: GoalSpec) -> list[FrozenTrial]:
+    """Complete trials that meet ``goal``, judged now: a study may be resumed with another goal."""
+    met = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        interval = trial.user_attrs.get("interval")
+        if trial.value is not None and goal.reached(trial.value, interval[0] if interval else None):
+            met.append(trial)
+    return met
 
 
 class StopRules:
     """An ``optimize`` callback: stop at the goal (``study.stop()``) or at the trial budget."""
 
-    def __init__(self, max_trials: int) -> None:
+    def __init__(self, max_trials: int, goal: GoalSpec) -> None:
         self.max_trials = max_trials
+        self.goal = goal
         self.reason: str | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Called by Optuna after every trial."""
-        if (trial.state == TrialState.COMPLETE and trial.user_attrs.get(GOAL_ATTR)) or goal_met_trials(study):
-            self.reason = "goal"  # this worker's trial, or another worker's on the same study
+        if goal_met_trials(study, self.goal):  # this worker's trial, or another worker's on the study
+            self.reason = "goal"
             study.stop()
         elif len(finished(study)) >= self.max_trials:
             self.reason = "max_trials"

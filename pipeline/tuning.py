@@ -77,18 +77,20 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     data = plugin.prepare(context)
     commit = git_commit(manifest.folder)
     tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
-    parent_id = tracker.parent_run(study.user_attrs.get("mlflow_parent_run_id"), name, {**tags, "model": manifest.name})
+    previous = study.user_attrs.get("mlflow_parent_run_id")
+    parent_id = tracker.parent_run(previous, name, {**tags, "model": manifest.name})
     study.set_user_attr("mlflow_parent_run_id", parent_id)
+    # MLflow params are write-once: logged when the parent run is made. The goal may change
+    # between runs of one study (--goal 0.95 after 0.90), so it goes in tags, which may.
+    options = {**{f"data.{k}": v for k, v in data_options.items()}, **{f"params.{k}": v for k, v in params.items()}}
     tracker.log(
         parent_id,
-        params={
-            "model": manifest.name,
-            "goal": goal.target,
-            "goal_metric": goal.metric,
-            **{f"data.{k}": v for k, v in data_options.items()},
-            **{f"params.{k}": v for k, v in params.items()},
+        params={"model": manifest.name, **options} if parent_id != previous else None,
+        tags={
+            **tags,
+            "goal": f"{goal.metric} {goal.direction} {goal.target:g}",
+            **{f"data.{k}": v for k, v in context.facts.items()},
         },
-        tags={**tags, **{f"data.{k}": v for k, v in context.facts.items()}},
     )
 
     _record_restart(study, tracker, parent_id, log)
@@ -101,8 +103,8 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     objective = Objective(
         plugin, data, goal, tracker, parent_id, run_dir / name / "checkpoints", tags, settings.seed, log
     )
-    rules = StopRules(settings.max_trials)
-    if goal_met_trials(study):
+    rules = StopRules(settings.max_trials, goal)
+    if goal_met_trials(study, goal):
         log("the goal was already met in this study; reporting its best trial")
     elif len(finished(study)) < settings.max_trials:
         study.optimize(objective, timeout=settings.timeout, callbacks=[rules], catch=(ArithmeticError, ValueError))

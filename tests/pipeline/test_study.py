@@ -4,19 +4,20 @@ import subprocess
 import sys
 from pathlib import Path
 
-import optuna
 import pytest
 from optuna.trial import TrialState
 
 from pipeline.settings import TuneSettings
 from pipeline.study import (
     StopRules,
+    goal_met_trials,
     open_study,
     reclaim_dead_trials,
     redact,
     trial_origin,
     worker_id,
 )
+from pipeline.summary import GoalSpec
 
 
 def settings_for(tmp_path: Path, **extra: object) -> TuneSettings:
@@ -74,16 +75,14 @@ def test_live_or_foreign_trials_are_left_to_the_heartbeat(tmp_path: Path) -> Non
 
 def test_stop_rules_stop_at_goal_or_budget(tmp_path: Path) -> None:
     study, _ = open_study("s", "maximize", settings_for(tmp_path))
-    rules = StopRules(max_trials=3)
-
-    def objective(trial: optuna.Trial) -> float:
-        trial.set_user_attr("goal_met", trial.number == 1)
-        return float(trial.number)
-
-    study.optimize(objective, n_trials=10, callbacks=[rules])
-    assert len(study.trials) == 2 and rules.reason == "goal"
+    goal = GoalSpec(metric="val_accuracy", target=1.0)
+    rules = StopRules(max_trials=3, goal=goal)
+    study.optimize(lambda trial: float(trial.number), n_trials=10, callbacks=[rules])
+    assert len(study.trials) == 2 and rules.reason == "goal"  # trial 1 scored 1.0
+    # The same study judged against a higher goal: nothing meets it any more.
+    assert goal_met_trials(study, GoalSpec(target=2.0)) == []
     study2, _ = open_study("t", "maximize", settings_for(tmp_path))
-    rules2 = StopRules(max_trials=3)
+    rules2 = StopRules(max_trials=3, goal=goal)
     study2.optimize(lambda t: 0.0, n_trials=10, callbacks=[rules2])
     assert len(study2.trials) == 3 and rules2.reason == "max_trials"
 

@@ -109,3 +109,15 @@ def test_bad_input_is_one_line_and_exit_2(offline_env: dict, tmp_path: Path, arg
     assert message in result.stderr
     assert "Traceback" not in result.stderr
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_same_study_again_with_a_higher_goal_continues_it(offline_env: dict, tmp_path: Path) -> None:
+    """A second run of one study with another goal adds trials to it (params are write-once in MLflow)."""
+    args = tune_args(tmp_path, "--set", "data.input_size=32", "--study-name", "faces", "--max-trials", "1")
+    first = mlops([*args, "--goal", "0.5"], tmp_path, offline_env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    second = mlops([*args[:-2], "--max-trials", "2", "--goal", "1.01"], tmp_path, offline_env)
+    assert second.returncode == 3, second.stdout + second.stderr
+    assert "1 finished trial(s) so far" in second.stdout
+    summary = json.loads((tmp_path / "mlops-runs" / "face_vgg16" / "summary.json").read_text())
+    assert summary["trials_complete"] + summary["trials_pruned"] == 2
