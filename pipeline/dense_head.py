@@ -12,7 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.contract import Evaluation
+from pipeline.contract import Evaluation, TrainResult, TrialContext
+from pipeline.fastfit import fit_classifier
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 
@@ -48,6 +49,34 @@ def make_optimizer(name: str, learning_rate: float) -> Any:
     if name not in choices:
         raise ValueError(f"optimizer {name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
     return choices[name](learning_rate)
+
+
+def train_classifier(
+    model: Any,
+    params: dict[str, Any],
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    trial: TrialContext,
+    patience: int | None,
+) -> TrainResult:
+    """Fit ``model`` on the ``train`` split with the trial's optimizer, batch size and epochs.
+
+    Validation accuracy on ``val`` drives early stopping, pruning (``trial.report``) and the
+    result; the fit resumes from ``trial.checkpoint_dir`` after a crash.
+    """
+    outcome = fit_classifier(
+        model,
+        make_optimizer(params["optimizer"], float(params["learning_rate"])),
+        (features["train"], labels["train"]),
+        (features["val"], labels["val"]),
+        epochs=int(params["epochs"]),
+        batch_size=int(params["batch_size"]),
+        seed=trial.seed,
+        checkpoint_dir=trial.checkpoint_dir,
+        report=trial.report,
+        patience=patience,
+    )
+    return TrainResult(outcome.best_value, model, outcome.history, n_val=len(labels["val"]))
 
 
 def evaluate_classifier(model: Any, features: np.ndarray, labels: np.ndarray, names: list[str]) -> Evaluation:

@@ -22,6 +22,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
 from pipeline.errors import MlopsError
 from pipeline.feature_cache import fingerprint
+from pipeline.splits import split_fractions, three_way_split
 
 ESTIMATORS = ("ridge", "elasticnet", "svr", "hist_gradient_boosting")
 CHECKPOINT = "estimator.joblib"
@@ -62,43 +63,26 @@ def split(
     targets: np.ndarray, val_fraction: float, test_fraction: float, bins: int, seed: int
 ) -> dict[str, np.ndarray]:
     """Indices of a train / validation / test split, stratified on ``bins`` target quantiles."""
-    from sklearn.model_selection import train_test_split
 
-    def strata(values: np.ndarray) -> np.ndarray | None:
+    def strata(index: np.ndarray) -> np.ndarray | None:
         if bins < 2:
             return None
+        values = targets[index]
         return np.digitize(values, np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
 
-    index = np.arange(len(targets))
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=strata(targets), random_state=seed)
-    val_share = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(rest, test_size=val_share, stratify=strata(targets[rest]), random_state=seed)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    return three_way_split(len(targets), val_fraction, test_fraction, seed, strata)
 
 
 def _options(ctx: StudyContext) -> tuple[float, float, int]:
     """``data.val_fraction``, ``data.test_fraction`` and ``data.stratify_bins``, checked at the edge."""
     where = ctx.manifest.path
-    fractions = []
-    for key in ("val_fraction", "test_fraction"):
-        raw = ctx.data.get(key, 0.2)
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise MlopsError(f"{where}: data.{key} must be a number between 0 and 1, not {raw!r}") from None
-        if not 0.0 < value < 1.0:
-            raise MlopsError(f"{where}: data.{key} = {value} must lie strictly between 0 and 1")
-        fractions.append(value)
-    if sum(fractions) >= 0.9:
-        raise MlopsError(
-            f"{where}: data.val_fraction + data.test_fraction = {sum(fractions):g} leaves too little to train on"
-        )
+    val_fraction, test_fraction = split_fractions(ctx.data, where)
     bins = ctx.data.get("stratify_bins", 5)
     if not isinstance(bins, int) or not 1 <= bins <= 20:
         raise MlopsError(
             f"{where}: data.stratify_bins must be a whole number from 1 (no stratification) to 20, not {bins!r}"
         )
-    return fractions[0], fractions[1], bins
+    return val_fraction, test_fraction, bins
 
 
 def prepare(ctx: StudyContext) -> DiabetesData:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
-from pipeline.dense_head import dense_layers, evaluate_classifier, make_optimizer
+from pipeline.dense_head import dense_layers, evaluate_classifier, train_classifier
 from pipeline.errors import MlopsError
-from pipeline.fastfit import fit_classifier
 from pipeline.feature_cache import fingerprint
+from pipeline.splits import split_fractions, three_way_split
 
 SCALINGS = ("standard", "minmax", "none")
 PIXEL_MAX = 16.0  # load_digits' intensities run 0..16
@@ -55,33 +55,7 @@ class DigitsData:
 
 def split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Indices of a train / validation / test split, stratified per digit, reproducible by seed."""
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(labels))
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=labels, random_state=seed)
-    val_share = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(rest, test_size=val_share, stratify=labels[rest], random_state=seed)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
-
-
-def _fractions(ctx: StudyContext) -> tuple[float, float]:
-    """``data.val_fraction`` and ``data.test_fraction``, checked at the edge."""
-    where = ctx.manifest.path
-    values = []
-    for key, default in (("val_fraction", 0.2), ("test_fraction", 0.2)):
-        raw = ctx.data.get(key, default)
-        try:
-            value = float(raw)
-        except (TypeError, ValueError):
-            raise MlopsError(f"{where}: data.{key} must be a number between 0 and 1, not {raw!r}") from None
-        if not 0.0 < value < 1.0:
-            raise MlopsError(f"{where}: data.{key} = {value} must lie strictly between 0 and 1")
-        values.append(value)
-    if values[0] + values[1] >= 0.9:
-        raise MlopsError(
-            f"{where}: data.val_fraction + data.test_fraction = {sum(values):g} leaves too little to train on"
-        )
-    return values[0], values[1]
+    return three_way_split(len(labels), val_fraction, test_fraction, seed, lambda index: labels[index])
 
 
 def prepare(ctx: StudyContext) -> DigitsData:
@@ -91,7 +65,7 @@ def prepare(ctx: StudyContext) -> DigitsData:
     scaling = str(ctx.data.get("scaling", "standard"))
     if scaling not in SCALINGS:
         raise MlopsError(f"{ctx.manifest.path}: data.scaling {scaling!r} is unknown; use one of {', '.join(SCALINGS)}")
-    val_fraction, test_fraction = _fractions(ctx)
+    val_fraction, test_fraction = split_fractions(ctx.data, ctx.manifest.path)
     bunch = load_digits()
     pixels = bunch.data.astype(np.float32)
     labels = bunch.target.astype(np.int64)
@@ -138,20 +112,7 @@ def train(data: DigitsData, params: dict[str, Any], trial: TrialContext) -> Trai
 
     params = {**_DEFAULTS, **params}
     keras.utils.set_random_seed(trial.seed)
-    model = build_mlp(data, params)
-    outcome = fit_classifier(
-        model,
-        make_optimizer(params["optimizer"], float(params["learning_rate"])),
-        (data.features["train"], data.labels["train"]),
-        (data.features["val"], data.labels["val"]),
-        epochs=int(params["epochs"]),
-        batch_size=int(params["batch_size"]),
-        seed=trial.seed,
-        checkpoint_dir=trial.checkpoint_dir,
-        report=trial.report,
-        patience=data.patience,
-    )
-    return TrainResult(outcome.best_value, model, outcome.history, n_val=len(data.labels["val"]))
+    return train_classifier(build_mlp(data, params), params, data.features, data.labels, trial, data.patience)
 
 
 def evaluate(data: DigitsData, result: TrainResult) -> Evaluation:

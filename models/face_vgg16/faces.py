@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import MlopsError
+from pipeline.splits import three_way_split
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -72,13 +73,7 @@ def prune_small_classes(faces: Faces, minimum: int) -> Faces:
 
 def split(faces: Faces, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
     """Indices of a train / validation / test split, stratified per person, reproducible by seed."""
-    from sklearn.model_selection import train_test_split
-
-    index = np.arange(len(faces.labels))
-    rest, test = train_test_split(index, test_size=test_fraction, stratify=faces.labels, random_state=seed)
-    val_share = val_fraction / (1.0 - test_fraction)
-    train, val = train_test_split(rest, test_size=val_share, stratify=faces.labels[rest], random_state=seed)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+    return three_way_split(len(faces.labels), val_fraction, test_fraction, seed, lambda index: faces.labels[index])
 
 
 def _to_rgb_uint8(images: np.ndarray, size: int) -> np.ndarray:

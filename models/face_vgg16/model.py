@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
-from pipeline.dense_head import dense_layers, evaluate_classifier, make_optimizer
-from pipeline.fastfit import fit_classifier
+from pipeline.dense_head import dense_layers, evaluate_classifier, train_classifier
 from pipeline.feature_cache import FeatureCache, fingerprint
+from pipeline.splits import split_fractions
 
 from .backbone import extract_features, load_base, weights_identity
 from .faces import load_faces, split
@@ -53,7 +53,7 @@ def prepare(ctx: StudyContext) -> FaceData:
     size = int(options.get("input_size", 64))
     weights = str(ctx.params.get("weights", "imagenet"))
     faces = load_faces(options)
-    parts = split(faces, float(options.get("val_fraction", 0.2)), float(options.get("test_fraction", 0.2)), ctx.seed)
+    parts = split(faces, *split_fractions(options, ctx.manifest.path), ctx.seed)
     data_id = fingerprint(faces.images, faces.labels)
     key = {
         "data": data_id,
@@ -118,20 +118,7 @@ def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainR
 
     params = {**_DEFAULTS, **params}
     keras.utils.set_random_seed(trial.seed)
-    head = build_head(data, params)
-    outcome = fit_classifier(
-        head,
-        make_optimizer(params["optimizer"], float(params["learning_rate"])),
-        (data.features["train"], data.labels["train"]),
-        (data.features["val"], data.labels["val"]),
-        epochs=int(params["epochs"]),
-        batch_size=int(params["batch_size"]),
-        seed=trial.seed,
-        checkpoint_dir=trial.checkpoint_dir,
-        report=trial.report,
-        patience=data.patience,
-    )
-    return TrainResult(outcome.best_value, head, outcome.history, n_val=len(data.labels["val"]))
+    return train_classifier(build_head(data, params), params, data.features, data.labels, trial, data.patience)
 
 
 def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
