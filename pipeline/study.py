@@ -13,6 +13,7 @@ import random
 import socket
 import time
 import warnings
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -84,7 +85,7 @@ def open_study(name: str, direction: str, settings: TuneSettings) -> tuple[optun
 
 def _storage(settings: TuneSettings, retry: RetryHeartbeatStaleTrialCallback, attempts: int = 3) -> RDBStorage:
     """Open the RDB storage; workers starting together on an empty database race to create its tables."""
-    from sqlalchemy.exc import IntegrityError, ProgrammingError
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
     for attempt in range(attempts):
         try:
@@ -95,8 +96,10 @@ def _storage(settings: TuneSettings, retry: RetryHeartbeatStaleTrialCallback, at
                 grace_period=settings.grace_period,
                 heartbeat_stale_trial_callback=retry,
             )
-        except (IntegrityError, ProgrammingError):  # PostgreSQL: duplicate pg_type row / relation exists
-            if attempt == attempts - 1:
+        except (IntegrityError, ProgrammingError, OperationalError) as error:
+            # PostgreSQL: duplicate pg_type row / relation exists; SQLite: table already exists.
+            racing = not isinstance(error, OperationalError) or "already exists" in str(error)
+            if not racing or attempt == attempts - 1:
                 raise
             time.sleep(0.5 + random.random())  # the other worker finishes the schema meanwhile
     raise AssertionError("unreachable")
@@ -154,6 +157,37 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+PARENT_ATTR = "mlflow_parent_run_id"
+
+
+def claim_parent_run(study: optuna.Study, open_run: Callable[[str | None], str], wait: float = 30.0) -> str:
+    """The one MLflow parent run of a study, however many workers start at once.
+
+    The first worker to create the marker study ``<name>.parent`` (a unique name, so the
+    storage decides atomically) opens the parent run and records its id on the study; the
+    others wait for that id. A claimant that died before recording it is replaced after
+    ``wait`` seconds.
+
+    Args:
+        study: the study.
+        open_run: re-opens the run whose id it is given, or (given ``None``) starts one; returns its id.
+        wait: seconds to wait for another worker's parent run.
+    """
+    existing = study.user_attrs.get(PARENT_ATTR)
+    if existing is None:
+        try:
+            optuna.create_study(study_name=f"{study.study_name}.parent", storage=study._storage)
+        except optuna.exceptions.DuplicatedStudyError:
+            deadline = time.monotonic() + wait
+            while existing is None and time.monotonic() < deadline:
+                time.sleep(0.25)
+                existing = study.user_attrs.get(PARENT_ATTR)
+    run_id = open_run(existing)
+    if run_id != existing:
+        study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
 
 
 def finished(study: optuna.Study) -> list[FrozenTrial]:

@@ -24,7 +24,15 @@ from pipeline.errors import ExitCode
 from pipeline.objective import Objective
 from pipeline.results import finish_study
 from pipeline.settings import TuneSettings, apply_overrides
-from pipeline.study import StopRules, finished, goal_met_trials, open_study, reclaim_dead_trials
+from pipeline.study import (
+    PARENT_ATTR,
+    StopRules,
+    claim_parent_run,
+    finished,
+    goal_met_trials,
+    open_study,
+    reclaim_dead_trials,
+)
 from pipeline.summary import TuneSummary
 from pipeline.tracking import Tracker
 from pipeline.versioning import git_commit
@@ -77,9 +85,10 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     data = plugin.prepare(context)
     commit = git_commit(manifest.folder)
     tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
-    previous = study.user_attrs.get("mlflow_parent_run_id")
-    parent_id = tracker.parent_run(previous, name, {**tags, "model": manifest.name})
-    study.set_user_attr("mlflow_parent_run_id", parent_id)
+    previous = study.user_attrs.get(PARENT_ATTR)
+    parent_id = claim_parent_run(
+        study, lambda run_id: tracker.parent_run(run_id, name, {**tags, "model": manifest.name})
+    )
     # MLflow params are write-once: logged when the parent run is made. The goal may change
     # between runs of one study (--goal 0.95 after 0.90), so it goes in tags, which may.
     options = {**{f"data.{k}": v for k, v in data_options.items()}, **{f"params.{k}": v for k, v in params.items()}}

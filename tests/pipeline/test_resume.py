@@ -74,7 +74,7 @@ def test_sigkill_mid_trial_then_rerun_finishes_the_study(offline_env: dict, tmp_
     env = {**os.environ, **offline_env, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     before, victim = kill_mid_trial(tmp_path, env)
     storage = f"sqlite:///{tmp_path / 'mlops-runs' / 'optuna.db'}"
-    name = optuna.get_all_study_names(storage)[0]
+    name = next(n for n in optuna.get_all_study_names(storage) if not n.endswith(".parent"))
     completed_before = {
         t.number: t.value
         for t in optuna.load_study(study_name=name, storage=storage).trials

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,7 @@ from optuna.trial import TrialState
 from pipeline.settings import TuneSettings
 from pipeline.study import (
     StopRules,
+    claim_parent_run,
     goal_met_trials,
     open_study,
     reclaim_dead_trials,
@@ -90,3 +93,27 @@ def test_stop_rules_stop_at_goal_or_budget(tmp_path: Path) -> None:
 def test_redact_hides_passwords() -> None:
     assert redact("postgresql://mlops:s3cret@db:5432/optuna") == "postgresql://mlops:***@db:5432/optuna"
     assert redact("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_workers_starting_together_share_one_parent_run(tmp_path: Path) -> None:
+    created: list[str] = []
+    results: list[str] = []
+
+    def open_run(run_id: str | None) -> str:
+        if run_id is not None:
+            return run_id
+        time.sleep(0.5)  # as slow as an MLflow create_run over the network, and then some
+        created.append(f"run-{len(created)}")
+        return created[-1]
+
+    def worker() -> None:
+        study, _ = open_study("shared", "maximize", settings_for(tmp_path))
+        results.append(claim_parent_run(study, open_run, wait=10))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(created) == 1
+    assert results == created * 3
