@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,6 +12,7 @@ import pytest
 
 from pipeline.contract import ModelPlugin, StudyContext, TrialContext, load_plugin
 from pipeline.errors import MlopsError
+from tests.cli import tune_in
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "diabetes_regression"
@@ -184,27 +181,7 @@ def test_boosting_reports_per_chunk_and_resumes(plugin: ModelPlugin, data: Any, 
 
 def test_tune_cli_writes_a_summary(tmp_path: Path) -> None:
     """One real ``mlops tune`` of three trials at most: exit 0 (goal met) or 3 (not met)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    mlops = Path(sys.executable).parent / "mlops"
-    command = [
-        str(mlops),
-        "tune",
-        str(MODEL_DIR),
-        "--max-trials",
-        "3",
-        "--tracking-uri",
-        f"sqlite:///{tmp_path}/mlflow.db",
-        "--storage",
-        f"sqlite:///{tmp_path}/optuna.db",
-        "--runs-dir",
-        str(tmp_path / "runs"),
-        "--cache-dir",
-        str(tmp_path / "cache"),
-    ]
-    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert done.returncode in (0, 3), done.stdout[-2000:] + done.stderr[-2000:]
-    summary = json.loads((tmp_path / "runs" / "diabetes_regression" / "summary.json").read_text())
+    done, summary = tune_in(tmp_path, MODEL_DIR, "--max-trials", "3")
     assert summary["goal"]["metric"] == "val_rmse" and summary["goal"]["direction"] == "minimize"
     assert summary["exit_code"] == done.returncode
     assert summary["trials_total"] == 3 or summary["exit_code"] == 0
