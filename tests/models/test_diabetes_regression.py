@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from pipeline.contract import ModelPlugin, StudyContext, TrialContext, load_plugin
+from pipeline.contract import ModelPlugin, TrialContext, load_plugin
 from pipeline.errors import MlopsError
 from tests.cli import tune_in
+from tests.contract_helpers import Reports, study_context, trial_context
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "diabetes_regression"
@@ -26,30 +26,9 @@ BOOSTING = {
 }
 
 
-class Reports:
-    """A ``report`` hook that records every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, dict[str, float]]] = []
-
-    def __call__(self, step: int, metrics: Mapping[str, float]) -> None:
-        self.calls.append((step, dict(metrics)))
-
-    @property
-    def steps(self) -> list[int]:
-        """The steps reported, in order."""
-        return [step for step, _ in self.calls]
-
-
-def trial_context(checkpoint_dir: Path, reports: Reports, seed: int = 7) -> TrialContext:
-    """A trial as the tuner would hand it to ``train`` (a minimize goal)."""
-    return TrialContext(0, seed, reports, checkpoint_dir, goal_metric="val_rmse", direction="minimize")
-
-
-def study_context(plugin: ModelPlugin, cache_dir: Path, **data: Any) -> StudyContext:
-    """A study context from the model's manifest, with ``data`` options overridden."""
-    manifest = plugin.manifest
-    return StudyContext(manifest, {**manifest.data, **data}, dict(manifest.params), 42, cache_dir, log=lambda _: None)
+def rmse_trial(checkpoint_dir: Path, reports: Reports) -> TrialContext:
+    """A trial as the tuner hands it to this model: a minimize goal on val_rmse."""
+    return trial_context(checkpoint_dir, reports, goal_metric="val_rmse", direction="minimize")
 
 
 @pytest.fixture(scope="module")
@@ -109,14 +88,14 @@ def test_overfits_one_small_batch(plugin: ModelPlugin, data: Any, tmp_path: Path
         "min_samples_leaf": 1,
         "l2_regularization": 1e-6,
     }
-    result = plugin.train(tiny, params, trial_context(tmp_path / "ckpt", Reports()))
+    result = plugin.train(tiny, params, rmse_trial(tmp_path / "ckpt", Reports()))
     assert result.value < 0.05 * float(np.std(y))  # the target's spread is ~75
     assert result.history["val_r2"][-1] > 0.99
 
 
 def test_linear_model_reports_once_and_evaluates(plugin: ModelPlugin, data: Any, tmp_path: Path) -> None:
     reports = Reports()
-    result = plugin.train(data, {"estimator": "ridge", "alpha": 1.0}, trial_context(tmp_path / "ckpt", reports))
+    result = plugin.train(data, {"estimator": "ridge", "alpha": 1.0}, rmse_trial(tmp_path / "ckpt", reports))
     assert reports.steps == [0]
     assert set(reports.calls[0][1]) == {"rmse", "val_rmse", "val_r2"}
     assert result.value == reports.calls[0][1]["val_rmse"] and 40 < result.value < 70
@@ -142,7 +121,7 @@ def test_every_searched_estimator_exports_in_a_format_mlflow_accepts(
 
     choices = next(p.choices for p in plugin.manifest.search_space.params if p.name == "estimator")
     assert estimator in choices
-    result = plugin.train(data, {"estimator": estimator}, trial_context(tmp_path, Reports()))
+    result = plugin.train(data, {"estimator": estimator}, rmse_trial(tmp_path, Reports()))
     assert 40 < result.value < 80
     exported = plugin.export(data, result)
     assert skops.io.get_untrusted_types(data=skops.io.dumps(exported.model)) == []
@@ -152,14 +131,14 @@ def test_retried_linear_trial_reuses_its_fitted_estimator(
     plugin: ModelPlugin, data: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     params = {"estimator": "elasticnet", "alpha": 0.1, "l1_ratio": 0.5}
-    first = plugin.train(data, params, trial_context(tmp_path, Reports()))
+    first = plugin.train(data, params, rmse_trial(tmp_path, Reports()))
 
     def no_refit(*_: Any) -> Any:
         raise AssertionError("a retried trial must load its checkpoint, not build a new estimator")
 
     monkeypatch.setattr(plugin.module, "build_pipeline", no_refit)
     reports = Reports()
-    again = plugin.train(data, params, trial_context(tmp_path, reports))
+    again = plugin.train(data, params, rmse_trial(tmp_path, reports))
     assert reports.steps == [0] and again.value == first.value
 
 
@@ -167,15 +146,15 @@ def test_boosting_reports_per_chunk_and_resumes(plugin: ModelPlugin, data: Any, 
     """30 iterations, then the same trial asked for 60: it continues at chunk 3, not from scratch."""
     checkpoint = tmp_path / "trial-0000"
     first = Reports()
-    plugin.train(data, BOOSTING, trial_context(checkpoint, first))
+    plugin.train(data, BOOSTING, rmse_trial(checkpoint, first))
     assert first.steps == [0, 1, 2]  # report_every: 10 iterations a chunk
 
     again = Reports()
-    resumed = plugin.train(data, {**BOOSTING, "max_iter": 60}, trial_context(checkpoint, again))
+    resumed = plugin.train(data, {**BOOSTING, "max_iter": 60}, rmse_trial(checkpoint, again))
     assert again.steps == [3, 4, 5]
     assert len(resumed.history["val_rmse"]) == 6
 
-    fresh = plugin.train(data, {**BOOSTING, "max_iter": 60}, trial_context(tmp_path / "fresh", Reports()))
+    fresh = plugin.train(data, {**BOOSTING, "max_iter": 60}, rmse_trial(tmp_path / "fresh", Reports()))
     assert resumed.value == pytest.approx(fresh.value)  # growing in chunks equals one long fit
 
 

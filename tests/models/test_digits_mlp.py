@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
-from pipeline.contract import ModelPlugin, StudyContext, TrialContext, load_plugin
+from pipeline.contract import ModelPlugin, load_plugin
 from pipeline.errors import MlopsError
 from tests.cli import tune_in
+from tests.contract_helpers import Reports, study_context, trial_context
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "digits_mlp"
@@ -26,32 +26,6 @@ SMALL = {
     "batch_size": 64,
     "epochs": 4,
 }
-
-
-class Reports:
-    """A ``report`` hook that records every call."""
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[int, dict[str, float]]] = []
-
-    def __call__(self, epoch: int, metrics: Mapping[str, float]) -> None:
-        self.calls.append((epoch, dict(metrics)))
-
-    @property
-    def epochs(self) -> list[int]:
-        """The epochs reported, in order."""
-        return [epoch for epoch, _ in self.calls]
-
-
-def trial_context(checkpoint_dir: Path, reports: Reports, seed: int = 7) -> TrialContext:
-    """A trial as the tuner would hand it to ``train``."""
-    return TrialContext(number=0, seed=seed, report=reports, checkpoint_dir=checkpoint_dir)
-
-
-def study_context(plugin: ModelPlugin, cache_dir: Path, **data: Any) -> StudyContext:
-    """A study context from the model's manifest, with ``data`` options overridden."""
-    manifest = plugin.manifest
-    return StudyContext(manifest, {**manifest.data, **data}, dict(manifest.params), 42, cache_dir, log=lambda _: None)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +82,7 @@ def test_overfits_one_small_batch(plugin: ModelPlugin, data: Any, tmp_path: Path
 def test_train_reports_each_epoch_then_evaluate_and_export(plugin: ModelPlugin, data: Any, tmp_path: Path) -> None:
     reports = Reports()
     result = plugin.train(data, SMALL, trial_context(tmp_path / "ckpt", reports))
-    assert reports.epochs == [0, 1, 2, 3]
+    assert reports.steps == [0, 1, 2, 3]
     assert all({"val_accuracy", "val_loss", "loss", "accuracy"} <= set(m) for _, m in reports.calls)
     assert result.value == max(result.history["val_accuracy"]) > 0.5
     assert result.n_val == 360
@@ -130,12 +104,12 @@ def test_retried_trial_resumes_from_its_checkpoint(plugin: ModelPlugin, data: An
     checkpoint = tmp_path / "trial-0000"
     first = Reports()
     plugin.train(data, {**SMALL, "epochs": 3}, trial_context(checkpoint, first))
-    assert first.epochs == [0, 1, 2]
+    assert first.steps == [0, 1, 2]
 
     again = Reports()
     result = plugin.train(data, {**SMALL, "epochs": 6}, trial_context(checkpoint, again))
-    assert again.epochs[0] == 3 > 0  # picked up after the last saved epoch
-    assert again.epochs == [3, 4, 5]
+    assert again.steps[0] == 3 > 0  # picked up after the last saved epoch
+    assert again.steps == [3, 4, 5]
     assert len(result.history["val_accuracy"]) == 6  # the history came back with the weights
 
 
