@@ -16,6 +16,7 @@ import git
 from tests.conftest import FACE_WEIGHTS, ROOT
 from tests.pipeline.test_notify import smtp_server  # noqa: F401  (a fixture)
 
+RUN = [sys.executable, "-m", "pipeline.cli", "run"]  # the real CLI, in this Python
 FACE_FLAGS = ["--weights", str(FACE_WEIGHTS), "--set", "data.input_size=32"]
 
 
@@ -62,10 +63,7 @@ def test_push_tunes_only_the_changed_model_and_mails_once(offline_env: dict, tmp
     second = touch(repo, "diabetes_regression")
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "run",
+            *RUN,
             "--before",
             first,
             "--after",
@@ -106,10 +104,7 @@ def test_first_push_with_nothing_before_tunes_every_model(offline_env: dict, tmp
     repo, first = make_repo(tmp_path, ["diabetes_regression"])
     result = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "run",
+            *RUN,
             "--before",
             "0" * 40,
             "--after",
@@ -151,10 +146,7 @@ def test_killed_tune_is_restarted_and_finishes_the_study(offline_env: dict, tmp_
     second = touch(repo, "face_vgg16")
     process = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "run",
+            *RUN,
             "--before",
             first,
             "--after",
@@ -217,7 +209,7 @@ def test_mail_that_cannot_be_sent_is_kept_and_sent_by_the_next_run(
     repo, first = make_repo(tmp_path, ["diabetes_regression"])
     second = touch(repo, "diabetes_regression")
     env = {**run_env(offline_env, tmp_path, port), "MLOPS_SMTP_HOST": "127.0.0.1"}
-    args = [sys.executable, "-m", "pipeline.cli", "run", "--runner", "local", "--max-trials", "1"]
+    args = [*RUN, "--runner", "local", "--max-trials", "1"]
     down = subprocess.run(
         [*args, "--before", first, "--after", second],
         cwd=repo.working_dir,
