@@ -1,8 +1,17 @@
-"""What a Docker runner's container sees of the host: its environment and its mounts.
+"""What a Docker runner's container sees of the host: its environment, mounts and network.
 
-``container_env`` picks the variables forwarded into the container (settings, not host
-paths); ``mounts`` decides which host folders are bind-mounted, at their own paths,
-read-only (data) or read-write (state, created and chowned to the container's user).
+The container runs pushed model code, so it sees as little as works: the allow-listed
+variables of ``pipeline.tune_env``; the checkout read-only; read-write only the folders the
+tune stage writes (the runs dir, the feature cache, the folder of a SQLite tracking store
+and of a SQLite study store, the checkout's ``mlruns/`` where MLflow puts artifacts); the
+data folders (``KERAS_HOME``, ``MLOPS_SHARED_DATA``, ...) read-only; and no network unless
+the tracking server or the study storage is remote.
+
+Host folders are never given away: a missing state folder is created and, when we are root
+(the container then runs as 1000:1000), only a folder this call created is chowned, and
+only that folder, never what is inside or above it. An existing folder is mounted as it
+is; one the container's user cannot write is an ``MlopsError`` naming its setting.
+
 These are policy about the host's files, apart from ``pipeline.runners``, which starts and
 stops the container: the rules can be read and tested without an engine.
 
@@ -16,39 +25,92 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import stat
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-# Forwarded into the container; anything else in the host environment (PATH, HOME, a venv)
-# describes the host and would break the image's own Python.
-FORWARDED_PREFIXES = ("MLOPS_", "MLFLOW_")
-FORWARDED_NAMES = (
+from pipeline.errors import MlopsError
+from pipeline.tune_env import flag_value, is_remote, storage_url, tracking_uri, tune_environment
+
+# The user the image's files belong to (its ``USER``): the container runs as it when we are root.
+IMAGE_USER = "1000:1000"
+# Data the container reads but must never change: mounted read-only (a file: its folder).
+# scripts/offline-env.sh exports these; its KERAS_HOME and SCIKIT_LEARN_DATA hold symlinks
+# into MLOPS_SHARED_DATA, which resolve inside the container only with it mounted.
+READ_ONLY_NAMES = (
     "KERAS_HOME",
     "SCIKIT_LEARN_DATA",
-    "GIT_COMMIT",
-    "GITHUB_SHA",
-    "PYTHONHASHSEED",
-    "TF_CPP_MIN_LOG_LEVEL",
-    "OMP_NUM_THREADS",
+    "MLOPS_CONFIG",
+    "MLOPS_SHARED_DATA",
+    "MLOPS_FACE_WEIGHTS",
+    "MLOPS_WEIGHTS",
 )
-# Data the container reads but must never change: mounted read-only (a file: its folder).
-# scripts/offline-env.sh exports the MLOPS_ ones; its KERAS_HOME and SCIKIT_LEARN_DATA hold
-# symlinks into MLOPS_SHARED_DATA, which resolve inside the container only with it mounted.
-READ_ONLY_NAMES = ("KERAS_HOME", "SCIKIT_LEARN_DATA", "MLOPS_CONFIG", "MLOPS_SHARED_DATA", "MLOPS_FACE_WEIGHTS")
-_DIR_SUFFIXES = ("_DIR", "_HOME", "_ROOT", "_CACHE")
-
-_HOST_ONLY = {"PATH", "HOME", "PWD", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "LD_LIBRARY_PATH"}
+# The tune stage's default runs folder and MLflow's default artifact root, both relative to
+# the working directory (MLflow puts a SQLite store's artifacts in ./mlruns).
+DEFAULT_RUNS_DIR = "mlops-runs"
+ARTIFACT_DIR = "mlruns"
 
 
-def container_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The variables the container gets: forwarded host ones, then ``env``'s."""
-    merged = {**os.environ, **env}
-    return {
-        k: v
-        for k, v in merged.items()
-        if k.startswith(FORWARDED_PREFIXES) or k in FORWARDED_NAMES or k in env
-        if k not in _HOST_ONLY
-    }
+def container_env(env: Mapping[str, str], args: Sequence[str] = ()) -> dict[str, str]:
+    """The variables the container gets: the allow-listed host ones, then ``env``'s."""
+    return tune_environment(os.environ, env, args=tuple(args))
+
+
+def container_user() -> str:
+    """``uid:gid`` the container runs as: ours, or the image's user when we are root."""
+    if os.geteuid() == 0:
+        return IMAGE_USER
+    return f"{os.geteuid()}:{os.getegid()}"
+
+
+def needs_network(env: Mapping[str, str], args: Sequence[str] = ()) -> bool:
+    """True when the tracking server or the study storage is reached over the network."""
+    uri = tracking_uri(env, tuple(args)) or ""
+    return is_remote(uri) or uri.startswith("databricks") or is_remote(storage_url(env, tuple(args)))
+
+
+def state_paths(env: Mapping[str, str], args: Sequence[str], workdir: Path) -> list[tuple[Path, str]]:
+    """``(folder, the setting naming it)`` for each host folder the container writes.
+
+    Flags win over variables, as in ``mlops tune``. For ``tune`` the defaults count too:
+    ``mlops-runs`` and ``mlruns`` under ``workdir``.
+    """
+    args = tuple(args)
+    tune = bool(args) and args[0] == "tune"
+    found: list[tuple[Path, str]] = []
+    for flag, name, default in (
+        ("--runs-dir", "MLOPS_RUNS_DIR", DEFAULT_RUNS_DIR),
+        ("--cache-dir", "MLOPS_CACHE_DIR", None),
+    ):
+        value, source = _setting(args, flag, env, name)
+        if value is None and tune and default:
+            value, source = default, f"the default {flag}"
+        if value:
+            found.append((_absolute(value, workdir), source))
+    for url, source in (
+        (tracking_uri(env, args), _source(args, "--tracking-uri", env, "MLOPS_TRACKING_URI", "MLFLOW_TRACKING_URI")),
+        (storage_url(env, args), _source(args, "--storage", env, "MLOPS_STORAGE")),
+    ):
+        folder = _store_folder(url or "", workdir)
+        if folder is not None:
+            found.append((folder, source))
+    if tune:
+        found.append((workdir / ARTIFACT_DIR, "MLflow's artifact folder ./mlruns"))
+    return found
+
+
+def data_paths(env: Mapping[str, str], args: Sequence[str], workdir: Path) -> list[Path]:
+    """Existing host folders the container only reads: those ``READ_ONLY_NAMES`` name."""
+    values = [env[name] for name in READ_ONLY_NAMES if env.get(name)]
+    weights = flag_value(tuple(args), "--weights")
+    if weights:
+        values.append(weights)
+    found = []
+    for value in values:
+        path = _absolute(value, workdir)
+        if path.exists():
+            found.append(path if path.is_dir() else path.parent)
+    return found
 
 
 def mounts(
@@ -56,78 +118,124 @@ def mounts(
     workdir: Path,
     *,
     user: str,
+    args: Sequence[str] = (),
     state_dirs: Iterable[Path] = (),
     data_dirs: Iterable[Path] = (),
 ) -> list[tuple[Path, bool]]:
-    """``(host folder, read_only)`` pairs, creating and chowning the state folders.
+    """``(host folder, read_only)`` pairs, creating the missing state folders.
 
-    Each folder is mounted at its own path; one inside another mount of the same or a
-    weaker mode is left out (a parent's mount already shows it).
+    Each folder is mounted at its own path; one inside a mount of the same mode is left out
+    (its parent's mount already shows it). The checkout (``workdir``) is read-only.
 
     Args:
         env: the container's variables (``container_env``); the folders they name go in.
-        workdir: the work tree, mounted read-write and never chowned.
-        user: ``uid:gid`` the state folders are given to when we are root.
-        state_dirs: more host folders the container writes to (created and chowned).
-        data_dirs: more host folders it only reads (mounted read-only).
+        workdir: the checkout: mounted read-only, never created or chowned.
+        user: ``uid:gid`` the container runs as; a folder created here is given to it.
+        args: the ``mlops`` command line; its ``--runs-dir``, ``--storage``, ... count.
+        state_dirs: more host folders the container writes to.
+        data_dirs: more host folders it only reads.
+
+    Raises:
+        MlopsError: a state folder is the checkout itself, or ``user`` cannot write it.
     """
     workdir = Path(workdir).resolve()
-    wanted: dict[Path, bool] = {workdir: False}
-    state = [*state_dirs]
-    for name, value in env.items():
-        path = _path_in(name, value, workdir)
-        if path is None:
-            continue
-        if name in READ_ONLY_NAMES:
-            path = path if path.is_dir() or not path.exists() else path.parent
-            if path.exists():
-                wanted.setdefault(path, True)
-        else:
-            state.append(path)
-    for path in state:
-        path = Path(path).resolve()
-        path.mkdir(parents=True, exist_ok=True)
-        if path != workdir:
-            _chown(path, user)
+    wanted: dict[Path, bool] = {workdir: True}
+    for path in [*data_paths(env, args, workdir), *(Path(p).resolve() for p in data_dirs)]:
+        wanted.setdefault(path.resolve(), True)
+    state = [*state_paths(env, args, workdir), *((Path(p), "a runner state folder") for p in state_dirs)]
+    for path, source in state:
+        path = path.resolve()
+        if path == workdir:
+            raise MlopsError(
+                f"{source}: {path} is the checkout, which the container mounts read-only; "
+                f"use a folder inside it (for a tracking store: sqlite:///{ARTIFACT_DIR}/mlflow.db)"
+            )
+        if _make_folder(path):
+            _give(path, user)
+        _check_writable(path, user, source)
         wanted[path] = False
-    for path in data_dirs:
-        wanted.setdefault(Path(path).resolve(), True)
+    for file, source in _store_files(env, args, workdir):
+        if file.exists():
+            _check_writable(file, user, source)
     kept: list[tuple[Path, bool]] = []
     for path, read_only in sorted(wanted.items()):
-        if any(path.is_relative_to(p) and (ro <= read_only) for p, ro in kept):
+        if any(path.is_relative_to(p) and ro == read_only for p, ro in kept):
             continue
         kept.append((path, read_only))
     return kept
 
 
-def _chown(path: Path, user: str) -> None:
-    """Give a state folder to the container's user; only root may, and only root needs to."""
+def _setting(args: tuple[str, ...], flag: str, env: Mapping[str, str], name: str) -> tuple[str | None, str]:
+    value = flag_value(args, flag)
+    return (value, flag) if value is not None else (env.get(name), name)
+
+
+def _source(args: tuple[str, ...], flag: str, env: Mapping[str, str], *names: str) -> str:
+    """The flag or variable a URL came from, for an error message."""
+    if flag_value(args, flag) is not None:
+        return flag
+    return next((name for name in names if env.get(name)), flag)
+
+
+def _absolute(value: str, workdir: Path) -> Path:
+    return (workdir / Path(value).expanduser()).resolve()
+
+
+def _store_folder(url: str, workdir: Path) -> Path | None:
+    """The folder of a SQLite database (its journal goes beside it) or a ``file://`` store."""
+    if url.startswith("sqlite:///"):
+        return _absolute(url.removeprefix("sqlite:///"), workdir).parent
+    if url.startswith("file://"):
+        return _absolute(url.removeprefix("file://"), workdir)
+    return None
+
+
+def _store_files(env: Mapping[str, str], args: Sequence[str], workdir: Path) -> list[tuple[Path, str]]:
+    """SQLite database files the container will write, with the setting naming each."""
+    args = tuple(args)
+    files = []
+    for url, source in (
+        (tracking_uri(env, args), _source(args, "--tracking-uri", env, "MLOPS_TRACKING_URI", "MLFLOW_TRACKING_URI")),
+        (storage_url(env, args), _source(args, "--storage", env, "MLOPS_STORAGE")),
+    ):
+        if url and url.startswith("sqlite:///"):
+            files.append((_absolute(url.removeprefix("sqlite:///"), workdir), source))
+    return files
+
+
+def _make_folder(path: Path) -> bool:
+    """Create ``path`` (and missing parents); True only when this call created ``path``."""
+    if path.exists():
+        return False
+    try:
+        path.mkdir(parents=True)
+    except FileExistsError:  # another process made it meanwhile: not ours to give away
+        return False
+    return True
+
+
+def _give(path: Path, user: str) -> None:
+    """Give a folder this call created to the container's user; only root may, and needs to."""
     if os.geteuid() != 0:
         return
     uid, gid = (int(part) for part in user.split(":"))
-    for root, dirs, files in os.walk(path):
-        for entry in (root, *(os.path.join(root, n) for n in dirs + files)):
-            os.lchown(entry, uid, gid)
+    os.lchown(path, uid, gid)
 
 
-def _path_in(name: str, value: str, workdir: Path) -> Path | None:
-    """The host folder a forwarded variable names, if it names one.
-
-    ``sqlite:///x.db`` (relative to ``workdir``) and ``sqlite:////abs/x.db`` give the
-    database's folder (SQLite writes its journal beside it); ``file://`` URIs and absolute
-    paths give themselves; a relative path counts only for a ``*_DIR``-like variable.
-    """
-    if not (name.startswith(FORWARDED_PREFIXES) or name in FORWARDED_NAMES):
-        return None
-    if value.startswith("sqlite:///"):
-        return (workdir / value.removeprefix("sqlite:///")).parent
-    if value.startswith("file://"):
-        return Path(value.removeprefix("file://"))
-    if value.startswith("/"):
-        path = Path(value)
-        if path.is_file() or (not path.exists() and not name.endswith(_DIR_SUFFIXES)):
-            return path.parent if name in READ_ONLY_NAMES else None
-        return path
-    if name.endswith(_DIR_SUFFIXES) and value and "://" not in value:
-        return workdir / value
-    return None
+def _check_writable(path: Path, user: str, source: str) -> None:
+    """Fail with one line when ``user`` cannot write ``path`` (by its mode bits)."""
+    uid, gid = (int(part) for part in user.split(":"))
+    info = path.stat()
+    need = 0o3 if stat.S_ISDIR(info.st_mode) else 0o2  # a folder: write and enter
+    if uid == info.st_uid:
+        bits = (info.st_mode >> 6) & 0o7
+    elif gid == info.st_gid:
+        bits = (info.st_mode >> 3) & 0o7
+    else:
+        bits = info.st_mode & 0o7
+    if bits & need != need:
+        raise MlopsError(
+            f"{source}: {path} is not writable by the container's user {user} (owner "
+            f"{info.st_uid}:{info.st_gid}, mode {stat.filemode(info.st_mode)}); "
+            f"run `chown {user} {path}` or point {source} at another folder"
+        )

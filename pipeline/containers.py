@@ -30,6 +30,11 @@ from pipeline.errors import MlopsError
 from pipeline.manifest import load_manifest
 
 HASH_LABEL = "io.mlops.context-hash"
+# Package-index settings forwarded to the build. They may carry credentials
+# (https://user:token@host/simple): the Dockerfile reads them only in its builder stage,
+# whose layers the image does not keep. (BuildKit secrets would be the usual way, but the
+# Docker SDK builds with the legacy builder, which has no secrets.)
+INDEX_SETTINGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # pip colours its errors
 
 
@@ -146,8 +151,9 @@ def _local_image_id(client: Any, image: str) -> str:
 def _stream_build(client: Any, context: Path, tag: str, commit: str, digest: str, log: Callable[[str], None]) -> str:
     """Run the build through the low-level API so its output streams as it comes."""
     buildargs = {"MLOPS_COMMIT": commit}
-    if os.environ.get("PIP_INDEX_URL"):  # unset stays unset: pip's default index
-        buildargs["PIP_INDEX_URL"] = os.environ["PIP_INDEX_URL"]
+    for name in INDEX_SETTINGS:  # unset stays unset: pip's default index
+        if os.environ.get(name):
+            buildargs[name] = os.environ[name]
     tail: list[str] = []
     image_id = ""
     try:

@@ -1,10 +1,13 @@
 """Where ``mlops <args>`` runs: in this Python (``LocalRunner``) or in a model's image
 (``DockerRunner``), behind one interface, ``run(args, env, workdir) -> exit code``.
 
-The Docker runner mounts every host folder it needs at the same absolute path inside the
-container, so a ``sqlite:////abs/mlflow.db`` URI or a path written into ``summary.json``
-means the same on both sides. Exit codes follow the shell's convention on both runners: a
-process killed by signal N returns ``128 + N`` (``kill`` gives 137).
+Both run pushed (untrusted) model code, so both hand it the allow-listed environment of
+``pipeline.tune_env``: no SMTP password, no ``GITHUB_TOKEN``. The Docker runner mounts each
+host folder it needs at the same absolute path inside the container, so a
+``sqlite:////abs/mlflow.db`` URI or a path written into ``summary.json`` means the same on
+both sides (``pipeline.container_mounts`` says what is mounted and how). Exit codes follow
+the shell's convention on both runners: a process killed by signal N returns ``128 + N``
+(``kill`` gives 137).
 
 Example::
 
@@ -21,16 +24,17 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO, cast
 
 from pipeline import container_mounts
 from pipeline.containers import docker_available, docker_client
 from pipeline.errors import MlopsError
+from pipeline.tune_env import tune_environment
 
 RUNNER_NAMES = ("auto", "docker", "local")
-CONTAINER_USER = "1000:1000"
+CONTAINER_USER = container_mounts.IMAGE_USER
 
 
 class Runner(Protocol):
@@ -77,12 +81,12 @@ class LocalRunner:
         self._process: subprocess.Popen[bytes] | None = None
 
     def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
-        """Run ``mlops <args>``; the host environment plus ``env``, in ``workdir``."""
+        """Run ``mlops <args>`` in ``workdir``; the allow-listed host environment plus ``env``."""
         out = self.out or sys.stdout
         process = subprocess.Popen(
             [*self.entrypoint, *args],
             cwd=workdir,
-            env={**os.environ, **env},
+            env=tune_environment(os.environ, env, args=args, local=True),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -112,19 +116,23 @@ class LocalRunner:
 class DockerRunner:
     """Runs ``mlops <args>`` in a container of ``image``, detached, its logs streamed.
 
-    The container runs as ``user`` on the host network (a tracking server on 127.0.0.1 is
-    reachable), with an init process so a stop signal reaches ``mlops``. Host folders are
-    bind-mounted at the same paths: ``workdir`` (read-write, left as it is), the folders
-    named by forwarded variables that hold state (``MLOPS_RUNS_DIR``, ``MLOPS_CACHE_DIR``,
-    a ``sqlite:///`` tracking or study store: created, and chowned to ``user`` when we are
-    root) and data (``KERAS_HOME``, ``SCIKIT_LEARN_DATA``, ``MLOPS_SHARED_DATA``, the folder
-    of ``MLOPS_FACE_WEIGHTS``: read-only).
+    The container runs as our own ``uid:gid`` (1000:1000, the image's user, when we are
+    root), with every capability dropped, no privilege gain, an init process so a stop
+    signal reaches ``mlops``, and no network unless the tracking server or the study storage
+    is remote (then the host's: dockerd may run without a bridge, and a server on 127.0.0.1
+    is reachable). Host folders are bind-mounted at the same paths: ``workdir`` read-only,
+    the state folders the tune stage writes read-write (the runs dir, the feature cache, a
+    ``sqlite:///`` tracking or study store's folder: created when missing, and only then
+    given to the container's user), data folders (``KERAS_HOME``, ``MLOPS_SHARED_DATA``,
+    ...) read-only. See ``pipeline.container_mounts``.
 
     Args:
         image: the image to run (``build_image``'s tag); set it before ``run``.
-        state_dirs: more host folders the container writes to (created and chowned).
+        state_dirs: more host folders the container writes to (created when missing).
         data_dirs: more host folders it only reads (mounted read-only).
-        user: ``uid:gid`` the container runs as; the image's ``USER`` is 1000:1000.
+        user: ``uid:gid`` the container runs as; None: ``container_mounts.container_user()``.
+        network: ``none``, ``host`` or a network name; None: ``host`` when the tracking URI
+            or the storage URL names a server, else ``none``.
         client: a Docker SDK client; None connects from the environment.
         out: where output goes as it comes; ``sys.stdout`` (at call time) by default.
         entrypoint: replaces the image's ``mlops`` entry point (tests, drills).
@@ -138,7 +146,8 @@ class DockerRunner:
         *,
         state_dirs: Iterable[Path] = (),
         data_dirs: Iterable[Path] = (),
-        user: str = CONTAINER_USER,
+        user: str | None = None,
+        network: str | None = None,
         client: Any = None,
         out: TextIO | None = None,
         entrypoint: list[str] | None = None,
@@ -147,7 +156,8 @@ class DockerRunner:
         self.entrypoint = entrypoint
         self.state_dirs = [Path(p) for p in state_dirs]
         self.data_dirs = [Path(p) for p in data_dirs]
-        self.user = user
+        self.user = user or container_mounts.container_user()
+        self.network = network
         self.out = out
         self._client = client
         self._container: Any = None
@@ -160,25 +170,35 @@ class DockerRunner:
             self._client = docker_client(timeout=None)
         return self._client
 
-    def container_env(self, env: Mapping[str, str]) -> dict[str, str]:
-        """The variables the container gets: forwarded host ones, then ``env``'s."""
-        return container_mounts.container_env(env)
+    def container_env(self, env: Mapping[str, str], args: Sequence[str] = ()) -> dict[str, str]:
+        """The variables the container gets: the allow-listed host ones, then ``env``'s.
 
-    def mounts(self, env: Mapping[str, str], workdir: Path) -> list[tuple[Path, bool]]:
-        """``(host folder, read_only)`` pairs, creating and chowning the state folders.
-
-        Each folder is mounted at its own path; one inside another mount of the same or a
-        weaker mode is left out (a parent's mount already shows it).
+        ``HOME`` points at the container's /tmp when its user is not the image's: the
+        image's home belongs to 1000:1000.
         """
+        environment = container_mounts.container_env(env, args)
+        if self.user != container_mounts.IMAGE_USER:
+            environment.setdefault("HOME", "/tmp")
+        return environment
+
+    def mounts(self, env: Mapping[str, str], workdir: Path, args: Sequence[str] = ()) -> list[tuple[Path, bool]]:
+        """``(host folder, read_only)`` pairs (``container_mounts.mounts``)."""
         return container_mounts.mounts(
-            env, workdir, user=self.user, state_dirs=self.state_dirs, data_dirs=self.data_dirs
+            env, workdir, user=self.user, args=args, state_dirs=self.state_dirs, data_dirs=self.data_dirs
         )
+
+    def network_mode(self, env: Mapping[str, str], args: Sequence[str] = ()) -> str:
+        """``self.network``, else ``host`` for a remote tracking server or storage, else ``none``."""
+        if self.network:
+            return self.network
+        return "host" if container_mounts.needs_network(env, args) else "none"
 
     def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
         """Run ``mlops <args>`` in a fresh container; stream its logs; return its exit code.
 
         Raises:
-            MlopsError: no image set, or the engine refused to start the container.
+            MlopsError: no image set, a state folder the container's user cannot write, or
+                the engine refused to start the container.
         """
         from docker.types import Mount
 
@@ -186,10 +206,10 @@ class DockerRunner:
             raise MlopsError("no image to run; build one first (mlops build MODEL_DIR)")
         out = self.out or sys.stdout
         workdir = Path(workdir).resolve()
-        environment = self.container_env(env)
+        environment = self.container_env(env, args)
         mounts = [
             Mount(target=str(p), source=str(p), type="bind", read_only=ro)
-            for p, ro in self.mounts(environment, workdir)
+            for p, ro in self.mounts(environment, workdir, args)
         ]
         try:
             container = self.client.containers.run(
@@ -199,7 +219,9 @@ class DockerRunner:
                 detach=True,
                 name=f"mlops-{uuid.uuid4().hex[:12]}",
                 labels={"io.mlops.runner": "docker"},
-                network_mode="host",
+                network_mode=self.network_mode(environment, args),
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
                 init=True,
                 user=self.user,
                 environment=environment,

@@ -3,9 +3,14 @@ hash is stable, and (marker ``docker``) a real image builds, is labelled and is 
 
 from __future__ import annotations
 
+import base64
+import http.server
+import json
 import shutil
 import subprocess
 import sys
+import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -97,12 +102,25 @@ def test_layers_go_from_framework_to_model_code() -> None:
         at("-r /opt/mlops/requirements-project.txt"),
         at("-r /opt/mlops/requirements-model.txt"),
         at("COPY pipeline/"),
-        at("--no-deps /app/project"),
+        at("--wheel-dir /opt/wheels /app/project"),
+        at("COPY --from=builder /opt/venv /opt/venv"),
+        at("--no-index /opt/wheels/"),
         at("COPY model/"),
         at("ARG MLOPS_COMMIT"),  # the commit only touches the last layers
     ]
     assert order == sorted(order)
     assert "download.pytorch.org/whl/cpu" in lines[order[0]]
+
+
+def test_index_settings_live_only_in_the_builder_stage() -> None:
+    lines = _instructions(render_dockerfile("regression", None, model_requirements=True))
+    froms = [i for i, line in enumerate(lines) if line.startswith("FROM ")]
+    assert len(froms) == 2 and lines[froms[0]].endswith(" AS builder")
+    builder, image = lines[: froms[1]], lines[froms[1] :]
+    assert "ARG PIP_INDEX_URL" in builder and "ARG PIP_EXTRA_INDEX_URL" in builder
+    assert not [line for line in image if "INDEX_URL" in line]
+    image_pip = [line for line in image if "pip install" in line]
+    assert image_pip and all("--no-index" in line for line in image_pip)  # no index, no credentials
 
 
 def test_base_image_default_setting_and_argument(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -236,3 +254,65 @@ def test_failing_build_names_the_step(
             log=lambda line: None,
             project_root=small_model_image.project,
         )
+
+
+class _AuthIndex(http.server.BaseHTTPRequestHandler):
+    """A package index behind a password: asks for it, then redirects to PyPI's."""
+
+    seen: list[str] = []
+
+    def do_GET(self) -> None:  # noqa: N802  (the http.server API)
+        auth = self.headers.get("Authorization") or ""
+        if not auth:
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="index"')
+        else:
+            self.seen.append(base64.b64decode(auth.removeprefix("Basic ")).decode())
+            self.send_response(302)
+            self.send_header("Location", f"https://pypi.org{self.path}")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_index_credentials_reach_the_build_but_not_the_image(
+    docker_engine: Any,  # noqa: F811
+    base_image: str,  # noqa: F811
+    small_model_image: SmallModel,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = f"s3cret-{uuid.uuid4().hex[:10]}"  # new each time: the builder stage cannot come from cache
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthIndex)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("PIP_INDEX_URL", f"http://ci:{secret}@127.0.0.1:{server.server_port}/simple/")
+    _AuthIndex.seen = []
+    folder = make_regression_model(tmp_path / "tiny_idx", name="tiny_idx")
+    try:
+        built = build_image(
+            folder,
+            "regression",
+            "scikit-learn",
+            "idx",
+            base_image=base_image,
+            client=docker_engine,
+            log=lambda line: None,
+            project_root=small_model_image.project,
+        )
+        assert f"ci:{secret}" in _AuthIndex.seen  # pip used the index, with its password
+        image = docker_engine.images.get(built.tag)
+        assert secret not in json.dumps(image.history())  # what `docker history --no-trunc` shows
+        assert secret not in json.dumps(image.attrs)  # the image config
+        tail = b""
+        for chunk in image.save(named=True):  # every layer, as `docker save` writes them
+            assert secret.encode() not in tail + chunk
+            tail = chunk[-len(secret) :]
+    finally:
+        server.shutdown()
+        for image in docker_engine.images.list(name="tiny_idx"):
+            for tag in image.tags:
+                docker_engine.images.remove(tag, noprune=True)
