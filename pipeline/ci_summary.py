@@ -4,6 +4,10 @@
 existed) into one report; ``publish_github`` appends it to the job summary and keeps ONE
 comment on the pull request up to date, found again on each run by a hidden marker. Posting
 is best effort: a failure is a warning line, never a failed pipeline.
+
+Every piece of text from a summary, ``model.yaml``, Git or an error goes through
+``report_format.escape_markdown`` (no raw HTML, links, images or @mentions reach the page);
+the only links are the ones built here, and only to http(s) addresses.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import logging
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,11 +33,8 @@ MARKER = "<!-- mlops-summary -->"
 # GitHub rejects a comment body over 65,536 characters
 _COMMENT_LIMIT = 65_000
 _API_VERSION = "2022-11-28"
-
-
-def _cell(text: str) -> str:
-    """Make text safe inside a table cell: a ``|`` or a line break would split the row."""
-    return text.replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+# who posts with the workflow's GITHUB_TOKEN; $MLOPS_COMMENT_AUTHOR names another (a bot's PAT)
+DEFAULT_AUTHOR = "github-actions[bot]"
 
 
 def _history_plot(summary: TuneSummary) -> tuple[str, str] | None:
@@ -53,15 +55,16 @@ def _image(
 ) -> str:
     """An image link: a base64 data URI when asked and small enough, else a relative path."""
     file = fmt.resolve_plot(summary, path)
-    if embed and file.is_file() and file.stat().st_size <= max_embed_bytes:
+    alt = fmt.escape_markdown(title)
+    # only a real PNG is embedded: the path comes from summary.json, written by model code
+    if embed and fmt.is_png(file) and file.stat().st_size <= max_embed_bytes:
         data = base64.b64encode(file.read_bytes()).decode()
-        return f"![{title}](data:image/png;base64,{data})"
+        return f"![{alt}](data:image/png;base64,{data})"
     target = file
     if base_dir is not None:
         target = Path(os.path.relpath(file.resolve(), base_dir.resolve()))
-    link = target.as_posix()
-    # an angle-bracketed destination may hold spaces (CommonMark)
-    return f"![{title}](<{link}>)" if " " in link else f"![{title}]({link})"
+    # percent-encoded: a ":" cannot make a scheme (javascript:), nor ")" or a space end the link
+    return f"![{alt}]({urllib.parse.quote(target.as_posix(), safe='/')})"
 
 
 def _row(summary: TuneSummary) -> str:
@@ -69,19 +72,19 @@ def _row(summary: TuneSummary) -> str:
     value = fmt.format_value(best.value) if best else "–"
     if best and best.interval:
         value += f" {fmt.format_interval(best.interval)}"
-    url, label = fmt.mlflow_link(summary)
-    cells = [
-        f"`{summary.model}`",
+    text = [
+        summary.model,
         summary.kind or "–",
         fmt.goal_text(summary),
-        "✅" if summary.goal_met else "❌",
         value,
         fmt.format_value(best.test_value) if best else "–",
         fmt.trials_text(summary),
         fmt.format_duration(summary.wall_seconds),
-        f"[{label}]({url})" if url else label,
     ]
-    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+    cells = [fmt.escape_markdown(t) for t in text]
+    cells.insert(3, "✅" if summary.goal_met else "❌")
+    cells.append(fmt.markdown_link(*reversed(fmt.mlflow_link(summary))))
+    return "| " + " | ".join(cells) + " |"
 
 
 def render_markdown(
@@ -121,22 +124,26 @@ def render_markdown(
     if extra:
         lines += ["### Failed", ""]
         for item in extra:
-            stage = f" ({item['stage']})" if item.get("stage") else ""
+            stage = f" ({fmt.escape_markdown(item['stage'])})" if item.get("stage") else ""
             error = str(item.get("error") or "unknown error").strip().splitlines() or [""]
-            lines.append(f"- ❌ `{item.get('model', '?')}`{stage}: {error[0]}")
+            model = fmt.escape_markdown(item.get("model", "?"))
+            lines.append(f"- ❌ {model}{stage}: {fmt.escape_markdown(error[0])}")
         lines.append("")
     if not summaries and not extra:
         lines += ["No model changed in this push: nothing was tuned.", ""]
     for summary in summaries:
-        lines += [f"### `{summary.model}`", ""]
+        lines += [f"### {fmt.escape_markdown(summary.model)}", ""]
         if summary.restarts:
-            lines += [f"Restarted {summary.restarts} time(s) after a crash.", ""]
+            lines += [f"Restarted {fmt.escape_markdown(summary.restarts)} time(s) after a crash.", ""]
         if summary.registered_model:
-            lines += [f"Registered model: `{summary.registered_model}`", ""]
+            lines += [f"Registered model: {fmt.escape_markdown(summary.registered_model)}", ""]
         params = summary.best.params if summary.best else {}
         if params:
             lines += ["| Parameter | Best value |", "| --- | --- |"]
-            lines += [f"| `{_cell(k)}` | {_cell(fmt.format_param(v))} |" for k, v in sorted(params.items())]
+            lines += [
+                f"| {fmt.escape_markdown(k)} | {fmt.escape_markdown(fmt.format_param(v))} |"
+                for k, v in sorted(params.items(), key=lambda kv: str(kv[0]))
+            ]
             lines.append("")
         plot = _history_plot(summary)
         if plot is not None:
@@ -174,8 +181,8 @@ class PublishResult:
 class _GitHub:
     """The three REST calls the comment needs, with the token kept out of every message."""
 
-    def __init__(self, api: str, repo: str, token: str, timeout: float) -> None:
-        self.api, self.repo, self.timeout = api.rstrip("/"), repo, timeout
+    def __init__(self, api: str, repo: str, token: str, timeout: float, author: str = DEFAULT_AUTHOR) -> None:
+        self.api, self.repo, self.timeout, self.author = api.rstrip("/"), repo, timeout, author
         self.headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/vnd.github+json",
@@ -195,9 +202,14 @@ class _GitHub:
         while url:
             comments, link = self.call("GET", url)
             for comment in comments:
-                if MARKER in (comment.get("body") or ""):
+                # Anyone can post a comment holding the marker; updating theirs would put our
+                # summary under their name, for them to edit later. Only ours counts.
+                author = (comment.get("user") or {}).get("login")
+                if (comment.get("body") or "").startswith(MARKER) and author == self.author:
                     return dict(comment)
             url = _next_page(link)
+            if url and not url.startswith(f"{self.api}/"):
+                break  # the token goes to the API's own address only
         return None
 
     def upsert(self, number: int, body: str) -> tuple[str, str | None]:
@@ -242,8 +254,9 @@ def publish_github(markdown: str, *, env: Mapping[str, str] | None = None, timeo
     Appends to ``$GITHUB_STEP_SUMMARY`` when set. When the run is for a pull request
     (``$GITHUB_EVENT_PATH`` holds ``pull_request.number``) and ``$GITHUB_TOKEN`` and
     ``$GITHUB_REPOSITORY`` are set, creates one comment marked ``<!-- mlops-summary -->``,
-    or updates it when an earlier run made it. ``$GITHUB_API_URL`` names the API (GitHub
-    Enterprise); https://api.github.com by default.
+    or updates it when an earlier run made it (a comment that starts with the marker and was
+    posted by ``github-actions[bot]``, or by ``$MLOPS_COMMENT_AUTHOR`` when set).
+    ``$GITHUB_API_URL`` names the API (GitHub Enterprise); https://api.github.com by default.
 
     Args:
         markdown: the report from ``render_markdown``.
@@ -284,7 +297,8 @@ def publish_github(markdown: str, *, env: Mapping[str, str] | None = None, timeo
             "`GITHUB_TOKEN: ${{ secrets.GITHUB_TOKEN }}` and `permissions: pull-requests: write`)"
         )
         return result
-    github = _GitHub(env.get("GITHUB_API_URL") or "https://api.github.com", repo, token, timeout)
+    api = env.get("GITHUB_API_URL") or "https://api.github.com"
+    github = _GitHub(api, repo, token, timeout, env.get("MLOPS_COMMENT_AUTHOR") or DEFAULT_AUTHOR)
     try:
         result.comment, result.comment_url = github.upsert(number, _comment_body(markdown))
     except urllib.error.HTTPError as error:

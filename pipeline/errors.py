@@ -27,3 +27,4 @@ class ExitCode:
     USAGE = 2  # bad input or configuration: one ``error:`` line
     GOAL_NOT_MET = 3  # the search finished its budget without reaching the goal
     MODEL_FAILED = 4  # ``mlops run``: at least one model failed to build or tune
+    NOT_DELIVERED = 5  # ``mlops notify``: a queued message is still in an outbox

@@ -6,6 +6,12 @@ returns ``queued``; ``flush_outbox`` sends it later. Only a misconfiguration the
 fix raises (``MlopsError``, from ``NotifySettings``), and nothing configured at all just
 skips the notification.
 
+``notify(..., deliver=False)`` renders the same message and only queues it, so the step that
+runs model code needs no credentials; ``mlops notify`` (``flush_outbox``) delivers it from a
+step that holds them. A queued file is therefore untrusted input at delivery time: the
+envelope and the From/To headers always come from the settings, never from the file, and a
+webhook gets only an escaped line of text.
+
 Example:
     >>> settings = NotifySettings.from_config(mlops_yaml.get("notify"))  # doctest: +SKIP
     >>> result = notify(settings, event_for(summary), summary)  # doctest: +SKIP
@@ -28,6 +34,7 @@ from typing import Any
 from jinja2 import TemplateError
 
 from pipeline import notify_outbox as outbox_files
+from pipeline import report_format as fmt
 from pipeline.notify_message import EVENTS, build_message, event_for, subject_for
 from pipeline.notify_settings import NotifySettings, mask_url
 from pipeline.summary import TuneSummary
@@ -41,10 +48,13 @@ __all__ = [
     "event_for",
     "flush_outbox",
     "notify",
+    "outboxes",
 ]
 
 logger = logging.getLogger(__name__)
 _MAX_BACKOFF = 60.0
+_CHAT_LIMIT = 500  # characters of webhook text: a subject line, not a document
+QUEUED_ONLY = "not sent: queued for `mlops notify` (--notify queue)"
 
 
 @dataclass
@@ -116,7 +126,8 @@ def _send_once(settings: NotifySettings, msg: EmailMessage) -> None:
                     f"SMTP login refused ({error.smtp_code}): check MLOPS_SMTP_USER and MLOPS_SMTP_PASSWORD"
                 ) from None
         try:
-            refused = smtp.send_message(msg)
+            # the envelope comes from the settings: a queued .eml may have been rewritten
+            refused = smtp.send_message(msg, from_addr=settings.sender, to_addrs=settings.recipients)
         except smtplib.SMTPRecipientsRefused as error:
             raise _PermanentError(f"every recipient refused: {list(error.recipients)}") from None
         if refused:
@@ -142,10 +153,23 @@ def _deliver(settings: NotifySettings, msg: EmailMessage, attempts: int) -> tupl
     return attempts, error
 
 
+def chat_text(text: object) -> str:
+    """One line for a Slack-style webhook, with its markup made literal.
+
+    Slack reads ``<url|label>`` as a link and ``<!channel>`` / ``<@U123>`` as mentions, and
+    asks for ``&``, ``<`` and ``>`` as entities; ``@`` gets a zero-width joiner for services
+    that ping on ``@everyone``.
+    """
+    line = fmt.one_line(text)[:_CHAT_LIMIT]
+    line = line.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return fmt.neutralize_mentions(line)
+
+
 def _post_webhook(settings: NotifySettings, payload: dict[str, Any]) -> None:
+    # only the text is posted, escaped here: a queued payload may have been rewritten
     request = urllib.request.Request(
         settings.webhook_url or "",
-        data=json.dumps(payload).encode(),
+        data=json.dumps({"text": chat_text(payload.get("text", ""))}).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
@@ -153,9 +177,11 @@ def _post_webhook(settings: NotifySettings, payload: dict[str, Any]) -> None:
         response.read()
 
 
-def _webhook(settings: NotifySettings, payload: dict[str, Any], outbox: Path, meta: dict[str, str]) -> str:
-    attempts = settings.retries + 1
-    error = ""
+def _webhook(
+    settings: NotifySettings, payload: dict[str, Any], outbox: Path, meta: dict[str, str], deliver: bool = True
+) -> str:
+    attempts = settings.retries + 1 if deliver else 0
+    error = "" if deliver else QUEUED_ONLY
     for attempt in range(attempts):
         if attempt:
             time.sleep(min(settings.backoff * 2 ** (attempt - 1), _MAX_BACKOFF))
@@ -169,7 +195,8 @@ def _webhook(settings: NotifySettings, payload: dict[str, Any], outbox: Path, me
     except OSError as exc:
         logger.error("webhook lost: %s; the outbox %s is not writable (%s)", error, outbox, exc)
         return "failed"
-    logger.warning("webhook not delivered (%s): queued in %s", error, outbox)
+    if deliver:
+        logger.warning("webhook not delivered (%s): queued in %s", error, outbox)
     return "queued"
 
 
@@ -188,6 +215,7 @@ def notify(
     model: str | None = None,
     error: str | None = None,
     run_dir: Path | None = None,
+    deliver: bool = True,
 ) -> NotifyResult:
     """Send the result of one model by e-mail (and webhook), or queue it in the outbox.
 
@@ -199,6 +227,8 @@ def notify(
         error: what went wrong, for ``failed`` (and optionally ``restarted``).
         run_dir: the run directory whose ``outbox/`` keeps undelivered mail, when the
             summary does not name one and ``settings.outbox`` is unset.
+        deliver: ``False`` renders the message exactly as for sending, then only queues it
+            (no network, no password needed) for ``flush_outbox`` / ``mlops notify``.
 
     Returns:
         A ``NotifyResult``; delivery failures are reported there, never raised.
@@ -220,7 +250,7 @@ def notify(
     webhook = None
     if settings.webhook_url:
         meta = {"model": name, "event": event}
-        webhook = _webhook(settings, {"text": subject}, outbox, meta)
+        webhook = _webhook(settings, {"text": subject}, outbox, meta, deliver)
     if not settings.email_enabled:
         message = f"e-mail skipped (no SMTP host); webhook {webhook}"
         logger.info(message)
@@ -231,6 +261,8 @@ def notify(
         message = f"result e-mail not built: {exc}"
         logger.error(message)
         return NotifyResult(status="failed", message=message, webhook=webhook, error=str(exc))
+    if not deliver:
+        return _queue_only(msg, outbox, name, event, webhook)
     attempts, failure = _deliver(settings, msg, settings.retries + 1)
     if failure is None:
         message = f"result e-mail sent to {', '.join(settings.recipients)}: {subject}"
@@ -248,6 +280,35 @@ def notify(
     )
     logger.warning(message)
     return NotifyResult("queued", message, attempts, path, webhook, failure)
+
+
+def _queue_only(msg: EmailMessage, outbox: Path, name: str, event: str, webhook: str | None) -> NotifyResult:
+    """Write the rendered message to the outbox without any SMTP conversation."""
+    try:
+        path = outbox_files.queue_email(outbox, msg, model=name, event=event, attempts=0, error=QUEUED_ONLY)
+    except OSError as exc:
+        message = f"result e-mail lost: the outbox {outbox} is not writable ({exc})"
+        logger.error(message)
+        return NotifyResult("failed", message, webhook=webhook, error=str(exc))
+    message = f"result e-mail queued as {path}; `mlops notify` sends it"
+    logger.info(message)
+    return NotifyResult("queued", message, 0, path, webhook)
+
+
+def _pin_addresses(msg: EmailMessage, settings: NotifySettings) -> EmailMessage:
+    """Set From and To from the settings and drop Cc/Bcc: a queued file is not trusted."""
+    for header in ("From", "To", "Cc", "Bcc"):
+        del msg[header]
+    msg["From"] = settings.sender or ""
+    msg["To"] = ", ".join(settings.recipients)
+    return msg
+
+
+def outboxes(settings: NotifySettings, runs_dir: Path) -> list[Path]:
+    """Every outbox to deliver from: ``settings.outbox``, else each ``<runs_dir>/<model>/outbox``."""
+    if settings.outbox is not None:
+        return [settings.outbox]
+    return sorted(path for path in Path(runs_dir).glob("*/outbox") if path.is_dir())
 
 
 def flush_outbox(settings: NotifySettings, outbox: Path | None = None) -> FlushResult:
@@ -282,9 +343,12 @@ def flush_outbox(settings: NotifySettings, outbox: Path | None = None) -> FlushR
         error: str | None = None
         try:
             if item.kind == "email":
-                _, error = _deliver(settings, outbox_files.read_email(claimed), 1)
+                _, error = _deliver(settings, _pin_addresses(outbox_files.read_email(claimed), settings), 1)
             else:
-                _post_webhook(settings, json.loads(claimed.read_text()))
+                payload = json.loads(claimed.read_text())
+                if not isinstance(payload, dict):
+                    raise ValueError("not a webhook payload (a JSON object with text)")
+                _post_webhook(settings, payload)
         except (OSError, ValueError) as exc:
             error = _redact(f"{type(exc).__name__}: {exc}", settings)
         outbox_files.release(item, claimed, sent=error is None, error=error)

@@ -64,7 +64,8 @@ def subject_for(event: str, model: str, summary: TuneSummary | None = None, erro
         first_line = (error or "unknown error").strip().splitlines() or ["unknown error"]
         reason = first_line[0]
         detail = f"failed ({reason[:77] + '...' if len(reason) > 80 else reason})"
-    return f"[mlops] {model}: {detail}".replace("\r", " ").replace("\n", " ")
+    # model names and errors are untrusted: a CR/LF (or any control) would end the header
+    return fmt.one_line(f"[mlops] {model}: {detail}")
 
 
 def _context(event: str, model: str, summary: TuneSummary | None, error: str | None) -> dict[str, Any]:
@@ -102,14 +103,18 @@ def _context(event: str, model: str, summary: TuneSummary | None, error: str | N
 
 
 def _plot_files(summary: TuneSummary | None) -> list[tuple[str, Path]]:
-    """The plots that exist on disk; a missing one is a warning, never a lost e-mail."""
+    """The PNG plots on disk; a missing one is a warning, never a lost e-mail.
+
+    Only files that are PNGs are attached: the paths come from ``summary.json``, which the
+    model's process writes, and must not attach ``/proc/self/environ`` or a key file.
+    """
     found = []
     for title, path in (summary.plots if summary else {}).items():
         file = fmt.resolve_plot(summary, path) if summary else Path(path)
-        if file.is_file():
-            found.append((title, file))
+        if fmt.is_png(file):
+            found.append((fmt.one_line(title), file))
         else:
-            logger.warning("plot %r not attached: %s does not exist", title, file)
+            logger.warning("plot %r not attached: %s is not a PNG file", title, file)
     return found
 
 
@@ -147,7 +152,8 @@ def build_message(
     plots = _plot_files(summary)
     # make_msgid without a domain asks DNS for our FQDN: slow or hanging on a CI box
     ctx["plots"] = [
-        {"title": title, "cid": make_msgid(domain=domain)[1:-1], "filename": file.name} for title, file in plots
+        {"title": title, "cid": make_msgid(domain=domain)[1:-1], "filename": fmt.one_line(file.name)}
+        for title, file in plots
     ]
     env = _environment()
     msg = EmailMessage()
@@ -164,5 +170,5 @@ def build_message(
     for (_, file), plot in zip(plots, ctx["plots"], strict=True):
         data = file.read_bytes()
         html_part.add_related(data, "image", "png", cid=f"<{plot['cid']}>", disposition="inline")
-        msg.add_attachment(data, maintype="image", subtype="png", filename=file.name)
+        msg.add_attachment(data, maintype="image", subtype="png", filename=plot["filename"])
     return msg

@@ -9,6 +9,7 @@ never prints it, and it stays out of ``repr`` so a traceback or a debug log cann
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,6 +31,7 @@ ENV_VARS = {
     "MLOPS_MAIL_FROM": "sender",
     "MLOPS_MAIL_TO": "recipients",
     "MLOPS_WEBHOOK_URL": "webhook_url",
+    "MLOPS_SMTP_ALLOW_PLAINTEXT_LOGIN": "allow_plaintext_login",
 }
 _CONFIG_KEYS = (
     "host",
@@ -44,7 +46,11 @@ _CONFIG_KEYS = (
     "webhook_url",
     "outbox",
     "ca_file",
+    "allow_plaintext_login",
 )
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+# a CR or LF in a header value would start a new header (or the body): never in an address
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(repr=False)
@@ -66,6 +72,8 @@ class NotifySettings:
         webhook_url: a Slack-style incoming webhook that also gets a one-line message.
         outbox: where undelivered messages are kept; ``None`` means ``<run_dir>/outbox``.
         ca_file: a PEM bundle to trust instead of the system's (a company CA).
+        allow_plaintext_login: with ``security: none``, send the login anyway (a trusted
+            relay on the same host); without it such settings are refused.
     """
 
     host: str | None = None
@@ -81,6 +89,7 @@ class NotifySettings:
     webhook_url: str | None = None
     outbox: Path | None = None
     ca_file: Path | None = None
+    allow_plaintext_login: bool = False
     # which source set each value ("notify.port" or "MLOPS_SMTP_PORT"), for error messages
     _sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -130,6 +139,11 @@ class NotifySettings:
             raise MlopsError(
                 f"{self._name('port')}={self.port} is not a port number: use 1-65535 (587 for starttls, 465 for ssl)"
             )
+        if self.webhook_url is not None and not _is_http(self.webhook_url):
+            raise MlopsError(
+                f"{self._name('webhook_url')}={mask_url(self.webhook_url)!r} is not an http(s) address: "
+                "use the https:// URL the chat service gave you"
+            )
         if self.retries < 0 or self.timeout <= 0 or self.backoff < 0:
             raise MlopsError(
                 "notify.retries, notify.timeout and notify.backoff must be non-negative "
@@ -147,10 +161,23 @@ class NotifySettings:
             raise MlopsError(
                 f"SMTP login needs both a user and a password: set {missing} (or unset the other to send without AUTH)"
             )
+        if self.security == "none" and self.username and not self.allow_plaintext_login:
+            raise MlopsError(
+                f"{self._name('security')}=none would send the SMTP password in cleartext: use "
+                "starttls or ssl, or, for a trusted relay, set allow_plaintext_login: true in "
+                "mlops.yaml notify: (or MLOPS_SMTP_ALLOW_PLAINTEXT_LOGIN=1)"
+            )
         if self.sender is None and self.username and "@" in self.username:
             self.sender = self.username
         if not self.sender:
             raise MlopsError("no sender address for result e-mails: set MLOPS_MAIL_FROM or notify.sender")
+        for key, addresses in (("sender", [self.sender]), ("recipients", self.recipients)):
+            for address in addresses:
+                if _CONTROL.search(address) or "@" not in address:
+                    raise MlopsError(
+                        f"{self._name(key)}={address!r} is not an e-mail address (a line break or "
+                        "control character, or no @): fix it to name@example.org"
+                    )
 
     @classmethod
     def from_config(
@@ -216,7 +243,19 @@ def _coerce(values: dict[str, Any], sources: dict[str, str]) -> dict[str, Any]:
     for key in ("outbox", "ca_file"):
         if out.get(key) is not None:
             out[key] = Path(out[key])
+    flag = out.get("allow_plaintext_login")
+    if flag is not None and not isinstance(flag, bool):
+        text = str(flag).strip().lower()
+        if text not in _TRUE + _FALSE:
+            source = sources["allow_plaintext_login"]
+            raise MlopsError(f"{source}={flag!r} is not a yes/no value: set true or false (1 or 0)")
+        out["allow_plaintext_login"] = text in _TRUE
     return out
+
+
+def _is_http(url: str) -> bool:
+    parts = urlsplit(url.strip())
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc) and not _CONTROL.search(url)
 
 
 def mask_url(url: str) -> str:

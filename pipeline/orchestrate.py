@@ -16,6 +16,8 @@ from typing import Any
 from pipeline.errors import ExitCode, MlopsError
 from pipeline.summary import TuneSummary
 
+NOTIFY_MODES = ("now", "queue", "off")
+
 
 @dataclass
 class PushOptions:
@@ -30,7 +32,8 @@ class PushOptions:
         summary_path: the Markdown summary file.
         max_restarts: supervisor restarts per model.
         base_image: Docker base image override.
-        notify: send e-mails / webhooks.
+        notify: ``now`` (send e-mails / webhooks as results come), ``queue`` (render them
+            into each model's outbox for ``mlops notify``; no credentials needed) or ``off``.
     """
 
     repo: Path
@@ -42,7 +45,7 @@ class PushOptions:
     summary_path: Path = Path("mlops-summary.md")
     max_restarts: int = 3
     base_image: str | None = None
-    notify: bool = True
+    notify: str = "now"
     restart_backoff: float = 2.0
 
 
@@ -66,21 +69,24 @@ def run_push(options: PushOptions, log: Callable[[str], None] = print) -> int:
     """
     from pipeline.changes import changed_models
     from pipeline.ci_summary import publish_github, render_markdown, write_summary
-    from pipeline.notify import NotifySettings, flush_outbox
+    from pipeline.notify import NotifySettings, flush_outbox, outboxes
     from pipeline.settings import find_repo_config, read_repo_config
 
     repo = options.repo.resolve()
+    if options.notify not in NOTIFY_MODES:
+        raise MlopsError(f"--notify {options.notify!r} is not a mode: use one of {', '.join(NOTIFY_MODES)}")
+    notify_settings = None
+    if options.notify != "off":
+        # Before any work: bad settings (a cleartext login, no recipient) fail in a second, not after the tune.
+        notify_settings = NotifySettings.from_config(read_repo_config(find_repo_config(repo)).get("notify"))
     changes = changed_models(repo, options.before, options.after)
     for folder in changes.deleted:
         log(f"deleted: {folder} (nothing to tune)")
     if not changes.changed:
         log("no model folder changed in this push; nothing to tune")
-    config_path = find_repo_config(repo)
-    notify_settings = NotifySettings.from_config(read_repo_config(config_path).get("notify"))
-    if options.notify and (notify_settings.email_enabled or notify_settings.webhook_url):
+    if options.notify == "now" and notify_settings and (notify_settings.email_enabled or notify_settings.webhook_url):
         # Deliver what an earlier run could not: one outbox per model, or the configured one.
-        outboxes = [notify_settings.outbox] if notify_settings.outbox else (repo / options.runs_dir).glob("*/outbox")
-        for outbox in outboxes:
+        for outbox in outboxes(notify_settings, repo / options.runs_dir):
             flushed = flush_outbox(notify_settings, outbox)
             if flushed.sent:
                 log(f"notify: delivered {flushed.sent} queued message(s) from {outbox}")
@@ -140,24 +146,27 @@ def _one_model(
                 log=log,
             )
             runner.image = built.tag
-            # The container's user writes the run folders: created and given to it.
+            # The container's user writes the run folders (mounted read-write; created, and
+            # then given to it, when missing); the rest of the checkout is read-only.
             runner.state_dirs.append(run_dir.parent)
         outcome.stage = "tune"
 
         def restarted(number: int, code: int) -> None:
             outcome.restarts = number
-            if options.notify:
+            if notify_settings is not None:
                 result = notify(
                     notify_settings,
                     "restarted",
                     model=manifest.name,
                     run_dir=run_dir,
                     error=f"tune {describe_exit(code)}; restart {number} of {options.max_restarts}",
+                    deliver=options.notify == "now",
                 )
                 log(f"notify: {result.message}")
 
         supervisor = Supervisor(runner, options.max_restarts, options.restart_backoff, on_restart=restarted, log=log)
-        args = ["tune", runner.model_path(model_dir), "--runs-dir", str(run_dir.parent), *options.tune_args]
+        tune_args = _tune_args_for(manifest, options.tune_args, log)
+        args = ["tune", runner.model_path(model_dir), "--runs-dir", str(run_dir.parent), *tune_args]
         result = supervisor.run(args, _tune_env(options.repo), options.repo)
         summary_file = run_dir / "summary.json"
         if result.exit_code not in (ExitCode.OK, ExitCode.GOAL_NOT_MET) or not summary_file.exists():
@@ -165,22 +174,60 @@ def _one_model(
         outcome.summary = TuneSummary.read(summary_file)
         outcome.summary.kind = classification.kind
         outcome.stage = None
-        if options.notify:
-            sent = notify(notify_settings, event_for(outcome.summary), outcome.summary, run_dir=run_dir)
+        if notify_settings is not None:
+            sent = notify(
+                notify_settings,
+                event_for(outcome.summary),
+                outcome.summary,
+                run_dir=run_dir,
+                deliver=options.notify == "now",
+            )
             log(f"notify: {sent.message}")
     except MlopsError as error:
         outcome.error = str(error)
         log(f"error: {folder}: {outcome.stage} failed: {error}")
-        if options.notify:
+        if notify_settings is not None:
             sent = notify(
                 notify_settings,
                 "failed",
                 model=model_dir.name,
                 error=f"{outcome.stage}: {error}",
                 run_dir=(options.repo / options.runs_dir).resolve() / model_dir.name,
+                deliver=options.notify == "now",
             )
             log(f"notify: {sent.message}")
     return outcome
+
+
+def _tune_args_for(manifest: Any, tune_args: list[str], log: Callable[[str], None]) -> list[str]:
+    """``tune_args`` less the ``--set`` options this model does not read.
+
+    One push may change models of different kinds; ``--set data.input_size=96`` is meant for
+    the models that have that option, so the others are started without it (and say so)
+    instead of failing on it. ``mlops tune`` still checks what it is given.
+    """
+    kept: list[str] = []
+    items = iter(tune_args)
+    for arg in items:
+        if arg == "--set":
+            value = next(items, "")
+        elif arg.startswith("--set="):
+            value = arg.removeprefix("--set=")
+        else:
+            kept.append(arg)
+            continue
+        section, _, name = value.partition("=")[0].partition(".")
+        if section in ("data", "params") and name not in _options_read(manifest, section):
+            log(f"--set {value}: {manifest.name} has no option {section}.{name}; not passed to it")
+            continue
+        kept += ["--set", value]
+    return kept
+
+
+def _options_read(manifest: Any, section: str) -> Any:
+    """The option names a model reads: its ``accepts:`` declaration, else its model.yaml keys."""
+    specs = manifest.accepts.section(section)
+    return specs if specs is not None else getattr(manifest, section)
 
 
 def _tune_env(repo: Path) -> dict[str, str]:

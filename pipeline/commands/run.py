@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+class NotifyMode(StrEnum):
+    """When result e-mails and webhooks go out."""
+
+    now = "now"
+    queue = "queue"
+    off = "off"
 
 
 def register(app: typer.Typer) -> None:
@@ -35,8 +44,13 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(envvar="MLOPS_BASE_IMAGE", help="Docker base image for the model images.")
         ] = None,
         notify: Annotated[
-            bool, typer.Option("--notify/--no-notify", help="E-mail (and webhook) each model's result.")
-        ] = True,
+            NotifyMode,
+            typer.Option(
+                help="now: e-mail (and webhook) each result as it comes; queue: write them to each "
+                "model's outbox for `mlops notify` (this step then needs no SMTP password); off: none."
+            ),
+        ] = NotifyMode.now,
+        no_notify: Annotated[bool, typer.Option("--no-notify", help="The same as --notify off.")] = False,
     ) -> None:
         """Run every stage for a push; extra flags (--max-trials 5, --weights PATH) go to each `mlops tune`.
 
@@ -54,7 +68,7 @@ def register(app: typer.Typer) -> None:
             summary_path=summary,
             max_restarts=max_restarts,
             base_image=base_image,
-            notify=notify,
+            notify=NotifyMode.off.value if no_notify else notify.value,
             restart_backoff=restart_backoff,
         )
         raise typer.Exit(run_push(options, log=typer.echo))

@@ -414,6 +414,7 @@ STAGE_COMMANDS: dict[str, tuple[str, ...]] = {
     "classify": ("classify",),
     "build": ("build",),
     "tune": ("tune", "run"),  # `mlops run` tunes (and does the rest) for every model
+    "notify": ("notify",),  # sends what `mlops run --notify queue` queued
 }
 _MLOPS_CALL = re.compile(r"\bmlops[\"']?\s+([a-z]+)\b")
 
@@ -434,11 +435,45 @@ def check_mlops_calls(text: str) -> list[str]:
     return problems
 
 
+# Anything that names the SMTP login: the credential's id, the variables it binds.
+SMTP_SECRETS = ("mlops-smtp", "MLOPS_SMTP_USER", "MLOPS_SMTP_PASSWORD", "MLOPS_SMTP_CRED")
+SECRET_STAGE = "Notify"
+
+
+def check_credentials(text: str) -> list[str]:
+    """Check that only the Notify stage references the SMTP credential (code, not comments).
+
+    Every other stage, and the pipeline-wide ``environment`` block, reaches code the push
+    brought (``mlops run`` imports and runs the models): a credential there is readable by
+    that code. The Notify stage must bind it, with ``withCredentials``.
+    """
+    try:
+        tokens = tokenize(text)
+        stages = stage_blocks(text)
+    except JenkinsfileSyntaxError as error:
+        return [str(error)]
+    problems: list[str] = []
+    for token in tokens:
+        if token.kind not in ("ident", "string") or not any(name in token.value for name in SMTP_SECRETS):
+            continue
+        around = [b for b in stages if b.start <= token.start < b.end]
+        label = around[-1].label if around else None  # the innermost stage
+        if label != SECRET_STAGE:
+            where = f"stage '{label}'" if label else "outside every stage"
+            problems.append(f"line {token.line}: {where} references the SMTP credential: only {SECRET_STAGE} may")
+    notify = next((b for b in stages if b.label == SECRET_STAGE), None)
+    if notify is None:
+        problems.append(f"no stage '{SECRET_STAGE}' sends the result e-mails")
+    elif not any(t.value == "withCredentials" for t in tokens if notify.start <= t.start < notify.end):
+        problems.append(f"stage '{SECRET_STAGE}' does not bind the SMTP login with withCredentials")
+    return problems
+
+
 def main(argv: list[str]) -> int:
     """Check the Jenkinsfile named in ``argv`` (default ./Jenkinsfile); 1 on any problem."""
     path = Path(argv[0] if argv else "Jenkinsfile")
     text = path.read_text(encoding="utf-8")
-    problems = check_structure(text) or check_mlops_calls(text)
+    problems = check_structure(text) or check_mlops_calls(text) or check_credentials(text)
     for problem in problems:
         print(f"{path}: {problem}")
     return 1 if problems else 0

@@ -157,7 +157,7 @@ def test_mlops_workflow_contract() -> None:
     command = join_continuations(run_step["run"])
     assert re.search(
         r'mlops run --before "\$MLOPS_BEFORE" --after "\$MLOPS_AFTER"\s+'
-        r"--runner local --summary mlops-summary.md",
+        r"--runner local --summary mlops-summary.md --notify queue",
         command,
     ), command
     env = run_step["env"]
@@ -165,10 +165,17 @@ def test_mlops_workflow_contract() -> None:
     assert "github.event.pull_request.base.sha" in env["MLOPS_BEFORE"]
     assert "github.sha" in env["MLOPS_AFTER"]
     assert "github.event.pull_request.head.sha" in env["MLOPS_AFTER"]
-    for name in ("MLOPS_SMTP_PASSWORD", "MLOPS_SMTP_USER", "GITHUB_TOKEN"):
-        assert env[name] == f"${{{{ secrets.{name} }}}}", name
+    assert env["GITHUB_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"  # it posts the PR comment
+    # the rendered mails need the non-secret settings (host, From, To) to be queued
     for name in ("MLOPS_SMTP_HOST", "MLOPS_SMTP_PORT", "MLOPS_MAIL_FROM", "MLOPS_MAIL_TO"):
         assert name in env, name
+
+    (notify_step,) = [s for s in steps if "mlops notify" in s.get("run", "")]
+    assert "mlops notify --runs-dir mlops-runs" in notify_step["run"]
+    assert notify_step["if"] == "always()"  # the mails of a failed run go out too
+    assert steps.index(notify_step) > steps.index(run_step)
+    for name in ("MLOPS_SMTP_PASSWORD", "MLOPS_SMTP_USER"):
+        assert notify_step["env"][name] == f"${{{{ secrets.{name} }}}}", name
 
     (upload,) = steps_using(workflow, "actions/upload-artifact")
     assert upload["uses"] == "actions/upload-artifact@v6"
@@ -176,6 +183,39 @@ def test_mlops_workflow_contract() -> None:
     paths = upload["with"]["path"].split()
     assert "mlops-runs/" in paths
     assert "mlops-summary.md" in paths
+
+
+SMTP_SECRET_NAMES = ("MLOPS_SMTP_USER", "MLOPS_SMTP_PASSWORD", "secrets.MLOPS_SMTP")
+
+
+def smtp_secret_places(workflow: dict[Any, Any]) -> list[str]:
+    """Where a workflow names the SMTP login: "env", "<job>.env" or "<job>: <step name>"."""
+    places = []
+    if any(name in json.dumps(workflow.get("env", {})) for name in SMTP_SECRET_NAMES):
+        places.append("env")
+    for job_name, job in workflow["jobs"].items():
+        outside_steps = {k: v for k, v in job.items() if k != "steps"}
+        if any(name in json.dumps(outside_steps) for name in SMTP_SECRET_NAMES):
+            places.append(f"{job_name}.env")
+        for step in job.get("steps", []):
+            if any(name in json.dumps(step) for name in SMTP_SECRET_NAMES):
+                places.append(f"{job_name}: {step.get('name') or step.get('uses')}")
+    return places
+
+
+def test_smtp_secrets_only_in_the_notify_step() -> None:
+    """Only the `mlops notify` step gets the SMTP login: the `mlops run` step runs pushed code."""
+    assert smtp_secret_places(load_workflow(MLOPS_WORKFLOW)) == ["mlops: mlops notify"]
+
+
+def test_smtp_secret_check_sees_a_leak() -> None:
+    """The check fails for the layout this replaced: the login in the `mlops run` step's env."""
+    workflow = load_workflow(MLOPS_WORKFLOW)
+    steps = workflow["jobs"]["mlops"]["steps"]
+    (run_step,) = [s for s in steps if "mlops run" in s.get("run", "")]
+    run_step["env"]["MLOPS_SMTP_PASSWORD"] = "${{ secrets.MLOPS_SMTP_PASSWORD }}"
+    workflow["env"] = {"MLOPS_SMTP_USER": "${{ secrets.MLOPS_SMTP_USER }}"}
+    assert smtp_secret_places(workflow) == ["env", "mlops: mlops run", "mlops: mlops notify"]
 
 
 def test_tests_workflow_runs_ci_script() -> None:
@@ -282,7 +322,46 @@ def test_jenkinsfile_stages_call_mlops() -> None:
     problems = jenkinsfile_check.check_mlops_calls(text)
     assert not problems, "\n".join(problems)
     labels = [b.label for b in jenkinsfile_check.stage_blocks(text)]
-    assert labels == ["Setup", "Detect", "Classify", "Build", "Tune", "Report"]
+    assert labels == ["Setup", "Detect", "Classify", "Build", "Tune", "Notify", "Report"]
+
+
+def test_jenkinsfile_smtp_credentials_only_in_notify() -> None:
+    """No stage but Notify (and not the global environment) references the SMTP credential."""
+    text = JENKINSFILE.read_text(encoding="utf-8")
+    assert jenkinsfile_check.check_credentials(text) == []
+    stages = {b.label: " ".join(text[b.start : b.end].split()) for b in jenkinsfile_check.stage_blocks(text)}
+    assert (
+        "withCredentials([usernamePassword(credentialsId: 'mlops-smtp', usernameVariable: 'MLOPS_SMTP_USER', "
+        "passwordVariable: 'MLOPS_SMTP_PASSWORD')])" in stages["Notify"]
+    )
+    assert '"$VENV/bin/mlops" notify --runs-dir mlops-runs' in stages["Notify"]
+    assert "--notify queue" in stages["Tune"]
+    # Tune catches its own failure, so Notify still runs and the failure mails go out
+    assert "catchError(buildResult: 'FAILURE', stageResult: 'FAILURE')" in stages["Tune"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "    environment {\n",
+            "    environment {\n        MLOPS_SMTP_CRED = credentials('mlops-smtp')\n",
+            "outside every stage references the SMTP credential",
+        ),
+        (
+            '"$VENV/bin/mlops" run --before',
+            'MLOPS_SMTP_PASSWORD="$MLOPS_SMTP_PASSWORD" "$VENV/bin/mlops" run --before',
+            "stage 'Tune' references the SMTP credential",
+        ),
+        ("withCredentials([", "withCredentialz([", "does not bind the SMTP login with withCredentials"),
+    ],
+)
+def test_credential_check_rejects_a_leak(old: str, new: str, expected: str) -> None:
+    """The SMTP login in the global environment or another stage fails the check."""
+    text = JENKINSFILE.read_text(encoding="utf-8")
+    assert old in text
+    problems = jenkinsfile_check.check_credentials(text.replace(old, new, 1))
+    assert any(expected in p for p in problems), problems
 
 
 @pytest.mark.parametrize(
@@ -350,7 +429,7 @@ def test_jenkinsfile_contract() -> None:
         "timeout(",
         "buildDiscarder(",
         "disableConcurrentBuilds()",
-        "credentials('mlops-smtp')",
+        "credentialsId: 'mlops-smtp'",
         "GIT_PREVIOUS_SUCCESSFUL_COMMIT",
         "GIT_COMMIT",
         "0" * 40,
@@ -385,11 +464,11 @@ def test_ci_files_use_known_mlops_commands() -> None:
     from pipeline import cli
 
     used = {command for _, command, _ in mlops_command_lines()}
-    assert {"detect", "classify", "build", "run"} <= used
+    assert {"detect", "classify", "build", "run", "notify"} <= used
     assert used <= set(cli._STAGES), used - set(cli._STAGES)
 
 
-@pytest.mark.parametrize("command", ["detect", "classify", "build", "tune", "run"])
+@pytest.mark.parametrize("command", ["detect", "classify", "build", "tune", "run", "notify"])
 def test_ci_files_use_existing_options(command: str) -> None:
     """The options the CI files pass to `mlops COMMAND` exist (skipped while it is a stub)."""
     import typer.main

@@ -66,14 +66,14 @@ def test_markdown_table_params_plots_and_failures(tmp_path: Path) -> None:
     assert lines[0] == "## MLOps results"
     assert "1 of 2 model(s) reached the goal." in markdown
     assert (
-        "| `face_vgg16` | cnn | val_accuracy >= 0.90 | ✅ | 0.95 [0.91, 0.97] | 0.93 "
-        "| 5 (4 complete, 1 pruned, 0 failed) | 42.0 s "
+        "| face_vgg16 | cnn | val_accuracy &gt;= 0.90 | ✅ | 0.95 \\[0.91, 0.97\\] | 0.93 "
+        "| 5 \\(4 complete, 1 pruned, 0 failed\\) | 42.0 s "
         "| [run p1](http://mlflow.local/#/experiments/1/runs/p1) |"
     ) in lines
-    row = next(line for line in lines if line.startswith("| `house_reg`"))
-    assert "❌" in row and "rmse <= 0.50" in row and "run p1 in sqlite:///mlruns/mlflow.db" in row
-    assert "- ❌ `ann_demo` (build): no Docker engine" in lines and "trace" not in markdown
-    assert "| `learning_rate` | 0.001 |" in lines and "| `alpha` | 0.1 |" in lines
+    row = next(line for line in lines if line.startswith("| house_reg"))
+    assert "❌" in row and "rmse &lt;= 0.50" in row and "run p1 in sqlite:///mlruns/mlflow.db" in row
+    assert "- ❌ ann_demo (build): no Docker engine" in lines and "trace" not in markdown
+    assert "| learning_rate | 0.001 |" in lines and "| alpha | 0.1 |" in lines
     assert "![Optimization history](runs/face_vgg16/plots/history.png)" in lines
     assert "data:image" not in markdown
 
@@ -106,7 +106,7 @@ class FakeGitHub:
 
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
-        self.comments: list[dict[str, Any]] = [{"id": 1, "body": "LGTM"}]
+        self.comments: list[dict[str, Any]] = [{"id": 1, "body": "LGTM", "user": {"login": "alice"}}]
         self.fail = False
         fake = self
 
@@ -150,6 +150,7 @@ class FakeGitHub:
                     "id": 100 + len(fake.comments),
                     "body": body["body"],
                     "html_url": "https://github.com/o/r/pull/7#c",
+                    "user": {"login": "github-actions[bot]"},
                 }
                 fake.comments.append(comment)
                 self._reply(201, comment)
@@ -234,3 +235,64 @@ def test_not_a_pull_request_posts_nothing(tmp_path: Path) -> None:
     event.write_text(json.dumps({"ref": "refs/heads/main"}))
     result = publish_github("x", env={"GITHUB_EVENT_PATH": str(event), "GITHUB_TOKEN": TOKEN})
     assert (result.comment, result.warnings) == (None, [])
+
+
+PAYLOAD = "<script>alert(1)</script> [x](javascript:alert(1)) @everyone |"
+ESCAPED = "&lt;script&gt;alert\\(1\\)&lt;/script&gt; \\[x\\]\\(javascript:alert\\(1\\)\\) @\u200deveryone \\|"
+
+
+def test_untrusted_text_is_escaped_everywhere_in_the_markdown(tmp_path: Path) -> None:
+    summary = make_summary(
+        tmp_path,
+        PAYLOAD,
+        kind=PAYLOAD,
+        goal=GoalSpec(metric=PAYLOAD, target=0.9),
+        best=BestTrial(3, 0.95, {PAYLOAD: PAYLOAD}, (0.91, 0.97), 0.93, "r1"),
+        registered_model=PAYLOAD,
+        mlflow_run_url="javascript:alert(1)",
+    )
+    markdown = render_markdown([summary], [{"model": PAYLOAD, "stage": PAYLOAD, "error": f"{PAYLOAD}\n{PAYLOAD}"}])
+    assert PAYLOAD not in markdown and "<script>" not in markdown and "@everyone" not in markdown
+    assert "](javascript:" not in markdown  # no link to it, only text
+    lines = markdown.splitlines()
+    row = next(line for line in lines if line.startswith(f"| {ESCAPED} |"))
+    # every cell is escaped, so the row still has its 9 cells (10 unescaped pipes)
+    assert row.replace("\\|", "").count("|") == 10, row
+    assert f"- ❌ {ESCAPED} ({ESCAPED}): {ESCAPED}" in lines
+    assert f"| {ESCAPED} | {ESCAPED} |" in lines
+    assert f"### {ESCAPED}" in lines and f"Registered model: {ESCAPED}" in lines
+
+
+def test_only_http_links_and_encoded_plot_paths(tmp_path: Path) -> None:
+    evil_plot = tmp_path / "javascript:alert(1)) ![x](http:"
+    evil_plot.write_bytes(b"not a png")
+    linked = make_summary(tmp_path, mlflow_run_url="https://mlflow.example/#/runs/(1)")
+    data_url = make_summary(tmp_path, "other", mlflow_run_url="data:text/html,<b>x</b>", plots={"h": str(evil_plot)})
+    markdown = render_markdown([linked, data_url], base_dir=tmp_path, embed_images=True)
+    assert "[run p1](https://mlflow.example/#/runs/%281%29)" in markdown  # a ")" cannot end the link early
+    assert "](data:text" not in markdown and "run p1 at data:text/html,&lt;b&gt;x&lt;/b&gt;" in markdown
+    # the plot path is percent-encoded (no scheme, no early ")"), and a non-PNG is never embedded
+    assert "![h](javascript%3Aalert%281%29%29%20%21%5Bx%5D%28http%3A)" in markdown.splitlines()
+    assert "data:image" not in markdown.split("### other")[1]
+
+
+def test_someone_elses_comment_with_the_marker_is_not_taken_over(
+    github: tuple[FakeGitHub, dict[str, str]],
+) -> None:
+    fake, env = github
+    fake.comments.append({"id": 50, "body": f"{MARKER}\nfake results", "user": {"login": "mallory"}})
+    result = publish_github("## run 1\n", env=env)
+    assert result.comment == "created"
+    assert [r["method"] for r in fake.requests if r["method"] != "GET"] == ["POST"]
+    assert fake.comments[1]["body"] == f"{MARKER}\nfake results"
+
+
+def test_pr_comment_and_job_summary_carry_only_the_escaped_text(
+    tmp_path: Path, github: tuple[FakeGitHub, dict[str, str]]
+) -> None:
+    fake, env = github
+    step = tmp_path / "step.md"
+    markdown = render_markdown([], [{"model": PAYLOAD, "error": PAYLOAD}])
+    assert publish_github(markdown, env={**env, "GITHUB_STEP_SUMMARY": str(step)}).comment == "created"
+    for text in (fake.comments[-1]["body"], step.read_text()):
+        assert PAYLOAD not in text and f"- ❌ {ESCAPED}: {ESCAPED}" in text

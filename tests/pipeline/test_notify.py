@@ -6,8 +6,11 @@ import datetime
 import ipaddress
 import json
 import logging
+import os
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from email import policy
@@ -17,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import markupsafe
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
@@ -26,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from PIL import Image
 
+from pipeline import notify_outbox
 from pipeline.errors import MlopsError
 from pipeline.notify import NotifySettings, event_for, flush_outbox, notify
 from pipeline.notify_message import subject_for
@@ -33,6 +38,8 @@ from pipeline.summary import BestTrial, GoalSpec, TuneSummary
 
 PASSWORD = "s3cr3t-Pa55word-xyz"
 USER = "ci@example.org"
+# untrusted text as a model name, error or parameter value could carry it
+PAYLOAD = "<script>alert(1)</script> [x](javascript:alert(1)) @everyone |"
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -42,6 +49,22 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    """A socket listening on 127.0.0.1 that never accepts: a connection would wait in its backlog."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(5)
+        sock.setblocking(False)
+        yield sock
+
+
+def assert_no_connection(sock: socket.socket) -> None:
+    """Nobody connected to ``sock`` (the code under test connects synchronously, in-process)."""
+    with pytest.raises(BlockingIOError):
+        sock.accept()
 
 
 def make_summary(tmp_path: Path, **overrides: Any) -> TuneSummary:
@@ -89,10 +112,12 @@ class Recorder:
 
     def __init__(self) -> None:
         self.envelopes: list[Any] = []
+        self.authenticated: list[bool] = []
         self.received = threading.Event()
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.envelopes.append(envelope)
+        self.authenticated.append(bool(session.authenticated))
         self.received.set()
         return "250 OK"
 
@@ -258,6 +283,13 @@ def test_default_port_follows_security() -> None:
             "MLOPS_SMTP_PASSWORD",
         ),
         ({"host": "h", "recipients": ["a@b.c"]}, {}, "MLOPS_MAIL_FROM"),
+        # a line break in an address would inject a header (Bcc:) into every result e-mail
+        ({"host": "h", "sender": "s@b.c"}, {"MLOPS_MAIL_TO": "a@b.c\r\nBcc: x@evil.example"}, "MLOPS_MAIL_TO"),
+        ({"host": "h", "recipients": ["a@b.c"], "sender": "s@b.c\nBcc: x@evil.example"}, {}, "notify.sender"),
+        # only http(s) webhooks: file:, javascript: and data: are not chat services
+        ({"webhook_url": "file:///etc/passwd"}, {}, "notify.webhook_url"),
+        ({}, {"MLOPS_WEBHOOK_URL": "javascript:alert(1)"}, "MLOPS_WEBHOOK_URL"),
+        ({"allow_plaintext_login": "maybe"}, {}, "notify.allow_plaintext_login"),
     ],
 )
 def test_misconfiguration_is_one_line_naming_the_setting(
@@ -308,7 +340,7 @@ def test_mail_with_auth_carries_figures_params_and_plots(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     controller, handler = smtp_server(authenticator=authenticator, auth_require_tls=False)
-    settings = settings_for(controller.port, tmp_path, username=USER, password=PASSWORD)
+    settings = settings_for(controller.port, tmp_path, username=USER, password=PASSWORD, allow_plaintext_login=True)
     summary = make_summary(tmp_path)
 
     result = notify(settings, "goal_met", summary)
@@ -441,7 +473,7 @@ def test_auth_failure_is_queued_at_once_without_leaking(
     caplog.set_level(logging.DEBUG)
     controller, handler = smtp_server(authenticator=authenticator, auth_require_tls=False)
     wrong = "Wr0ng-" + PASSWORD
-    settings = settings_for(controller.port, tmp_path, username=USER, password=wrong)
+    settings = settings_for(controller.port, tmp_path, username=USER, password=wrong, allow_plaintext_login=True)
     result = notify(settings, "goal_met", make_summary(tmp_path))
     assert result.status == "queued" and result.attempts == 1
     assert "MLOPS_SMTP_PASSWORD" in (result.error or "")
@@ -505,7 +537,8 @@ def test_webhook_gets_the_subject(
     assert received == [
         {
             "path": "/services/T0/SECRET",
-            "json": {"text": "[mlops] face_vgg16: goal met (val_accuracy 0.95 >= 0.90)"},
+            # Slack reads < > & as markup: they arrive as entities and show as written
+            "json": {"text": "[mlops] face_vgg16: goal met (val_accuracy 0.95 &gt;= 0.90)"},
         }
     ]
 
@@ -525,3 +558,265 @@ def test_webhook_down_is_queued_then_flushed(tmp_path: Path, webhook_server: tup
     assert flush_outbox(up).sent == 1
     assert received[0]["json"] == {"text": "[mlops] m: failed (boom)"}
     assert not list((tmp_path / "outbox").glob("*.webhook.json"))
+
+
+# --- cleartext login ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "env", "name"),
+    [
+        ({"security": "none"}, {}, "notify.security"),
+        ({}, {"MLOPS_SMTP_SECURITY": "none"}, "MLOPS_SMTP_SECURITY"),
+    ],
+)
+def test_cleartext_login_is_refused_before_any_connection(
+    listener: socket.socket, config: dict[str, Any], env: dict[str, str], name: str
+) -> None:
+    base = {"host": "127.0.0.1", "port": listener.getsockname()[1], "recipients": ["a@b.c"], "sender": "s@b.c"}
+    login = {"MLOPS_SMTP_USER": USER, "MLOPS_SMTP_PASSWORD": PASSWORD}
+    with pytest.raises(MlopsError) as raised:
+        NotifySettings.from_config({**base, **config}, env={**login, **env})
+    message = str(raised.value)
+    assert "\n" not in message and PASSWORD not in message
+    for part in (
+        f"{name}=none",
+        "starttls or ssl",
+        "allow_plaintext_login: true",
+        "MLOPS_SMTP_ALLOW_PLAINTEXT_LOGIN=1",
+    ):
+        assert part in message, part
+    assert_no_connection(listener)
+    # without a login, a plain local relay stays fine
+    assert NotifySettings.from_config({**base, **config}, env=env).security == "none"
+
+
+@pytest.mark.parametrize(
+    ("config", "env"),
+    [({"allow_plaintext_login": True}, {}), ({}, {"MLOPS_SMTP_ALLOW_PLAINTEXT_LOGIN": "1"})],
+)
+def test_cleartext_login_with_opt_in_is_delivered(
+    tmp_path: Path, smtp_server: Any, config: dict[str, Any], env: dict[str, str]
+) -> None:
+    controller, handler = smtp_server(authenticator=authenticator, auth_require_tls=False)
+    base = {
+        "host": "127.0.0.1",
+        "port": controller.port,
+        "security": "none",
+        "recipients": ["team@example.org"],
+        "outbox": str(tmp_path / "outbox"),
+    }
+    login = {"MLOPS_SMTP_USER": USER, "MLOPS_SMTP_PASSWORD": PASSWORD}
+    settings = NotifySettings.from_config({**base, **config}, env={**login, **env})
+    assert notify(settings, "goal_met", make_summary(tmp_path)).status == "sent"
+    assert handler.authenticated == [True]
+
+
+# --- untrusted text -------------------------------------------------------------------------
+
+
+def test_untrusted_text_is_escaped_in_the_mail_and_bad_links_dropped(tmp_path: Path, smtp_server: Any) -> None:
+    controller, handler = smtp_server()
+    settings = settings_for(controller.port, tmp_path)
+    summary = make_summary(
+        tmp_path,
+        model=PAYLOAD,
+        best=BestTrial(7, 0.95, {"optimizer": PAYLOAD}, test_value=0.9),
+        registered_model=PAYLOAD,
+        mlflow_run_url="javascript:alert(1)",
+    )
+    assert notify(settings, "goal_met", summary).status == "sent"
+    assert notify(settings, "failed", model=PAYLOAD, error=PAYLOAD, run_dir=tmp_path).status == "sent"
+    escaped = str(markupsafe.escape(PAYLOAD))
+    for index in (0, 1):
+        text, html = bodies(handler.message(index))
+        assert PAYLOAD not in html and "<script>" not in html
+        assert escaped in html
+        assert PAYLOAD in text  # plain text is shown as it is: nothing renders it
+    _, html = bodies(handler.message(0))
+    assert "<a " not in html and "javascript:alert(1)" in html  # shown as text, never a link
+    # an http(s) tracking server is linked, anything else is not
+    linked = make_summary(tmp_path, mlflow_run_url=None, tracking_uri="file:///srv/mlruns")
+    assert notify(settings, "goal_met", linked).status == "sent"
+    assert "<a " not in bodies(handler.message())[1]
+
+
+def test_a_line_break_in_a_model_name_neither_adds_a_header_nor_loses_the_mail(
+    tmp_path: Path, smtp_server: Any
+) -> None:
+    controller, handler = smtp_server()
+    settings = settings_for(controller.port, tmp_path)
+    # U+2028 is a line break to Python's e-mail package: the header could not be set
+    evil = "m\u2028Bcc: victim@evil.example\r\n\r\nforged body"
+    result = notify(settings, "failed", model=evil, error="boom", run_dir=tmp_path)
+    assert result.status == "sent", result.message
+    (envelope,) = handler.envelopes
+    assert envelope.rcpt_tos == ["team@example.org", "lead@example.org"]
+    msg = handler.message()
+    assert msg["Bcc"] is None
+    assert msg["Subject"] == "[mlops] m Bcc: victim@evil.example forged body: failed (boom)"
+
+
+def test_only_png_files_are_attached_as_plots(tmp_path: Path, smtp_server: Any) -> None:
+    key = tmp_path / "id_ed25519"
+    key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\n")
+    summary = make_summary(tmp_path)
+    summary.plots.update({"Key": str(key), "Environment": "/proc/self/environ"})
+    controller, handler = smtp_server()
+    assert notify(settings_for(controller.port, tmp_path), "goal_met", summary).status == "sent"
+    names = sorted(a.get_filename() for a in handler.message().iter_attachments())
+    assert names == ["history.png", "importance.png"]
+
+
+def test_webhook_text_is_escaped_for_chat(tmp_path: Path, webhook_server: tuple[str, list[dict[str, Any]]]) -> None:
+    url, received = webhook_server
+    settings = NotifySettings(webhook_url=url, timeout=2.0, outbox=tmp_path / "outbox")
+    notify(settings, "failed", model="<!channel>", error="see <https://evil.example|this> @everyone")
+    assert received[0]["json"] == {
+        "text": "[mlops] &lt;!channel&gt;: failed (see &lt;https://evil.example|this&gt; @\u200deveryone)"
+    }
+
+
+# --- queue now, deliver later -------------------------------------------------------------
+
+
+def test_queue_renders_the_same_mail_without_smtp_then_flush_sends_it(
+    tmp_path: Path, smtp_server: Any, listener: socket.socket
+) -> None:
+    summary = make_summary(tmp_path)
+    offline = settings_for(listener.getsockname()[1], tmp_path)
+    queued = notify(offline, "goal_met", summary, deliver=False)
+    assert (queued.status, queued.attempts) == ("queued", 0)
+    assert queued.outbox_file is not None and queued.outbox_file.parent == tmp_path / "outbox"
+    assert_no_connection(listener)
+
+    controller, handler = smtp_server()
+    settings = settings_for(controller.port, tmp_path)
+    assert notify(settings, "goal_met", summary).status == "sent"  # the same result, sent now
+    now = handler.message()
+    saved = BytesParser(policy=policy.default).parsebytes(queued.outbox_file.read_bytes())
+    assert isinstance(saved, EmailMessage)
+    for header in ("Subject", "From", "To", "X-Mlops-Event"):
+        assert saved[header] == now[header], header
+    assert bodies(saved)[0] == bodies(now)[0]
+    assert [a.get_content() for a in saved.iter_attachments()] == [a.get_content() for a in now.iter_attachments()]
+
+    flushed = flush_outbox(settings)
+    assert (flushed.sent, flushed.remaining) == (1, 0)
+    assert handler.message()["Subject"] == now["Subject"] and len(handler.envelopes) == 2
+
+
+def test_a_rewritten_queued_mail_goes_only_to_the_configured_recipients(tmp_path: Path, smtp_server: Any) -> None:
+    # model code could write into the outbox before `mlops notify` sends it with the password
+    forged = EmailMessage()
+    forged["Subject"] = "invoice"
+    forged["From"] = "ceo@evil.example"
+    forged["To"] = "victim@evil.example"
+    forged["Bcc"] = "hidden@evil.example"
+    forged.set_content("pay now")
+    notify_outbox.queue_email(tmp_path / "outbox", forged, model="m", event="failed", attempts=0, error="")
+    controller, handler = smtp_server()
+    settings = settings_for(controller.port, tmp_path)
+    assert flush_outbox(settings).sent == 1
+    (envelope,) = handler.envelopes
+    assert envelope.rcpt_tos == ["team@example.org", "lead@example.org"]
+    assert envelope.mail_from == "mlops@example.org"
+    msg = handler.message()
+    assert (msg["From"], msg["To"], msg["Bcc"]) == ("mlops@example.org", "team@example.org, lead@example.org", None)
+
+
+def test_a_rewritten_queued_webhook_posts_only_escaped_text(
+    tmp_path: Path, webhook_server: tuple[str, list[dict[str, Any]]]
+) -> None:
+    url, received = webhook_server
+    payload = {"text": "<!channel> <https://evil.example|log in>", "blocks": [{"type": "image"}]}
+    notify_outbox.queue_webhook(tmp_path / "outbox", payload, model="m", event="failed", attempts=0, error="")
+    settings = NotifySettings(webhook_url=url, timeout=2.0, outbox=tmp_path / "outbox")
+    assert flush_outbox(settings).sent == 1
+    assert received[0]["json"] == {"text": "&lt;!channel&gt; &lt;https://evil.example|log in&gt;"}
+
+
+# --- `mlops notify` -------------------------------------------------------------------------
+
+
+def mlops_notify(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The real ``mlops notify`` in ``tmp_path``, with only the given MLOPS_* settings."""
+    config = tmp_path / "mlops.yaml"
+    if not config.exists():
+        config.write_text("{}\n")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_SMTP", "MLOPS_MAIL", "MLOPS_WEBHOOK"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "notify", "--runs-dir", "mlops-runs"],
+        cwd=tmp_path,
+        env={**clean, "MLOPS_CONFIG": str(config), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def smtp_env(port: int, **extra: str) -> dict[str, str]:
+    return {
+        "MLOPS_SMTP_HOST": "127.0.0.1",
+        "MLOPS_SMTP_PORT": str(port),
+        "MLOPS_SMTP_SECURITY": "none",
+        "MLOPS_MAIL_FROM": "mlops@example.org",
+        "MLOPS_MAIL_TO": "team@example.org",
+        **extra,
+    }
+
+
+def test_mlops_notify_exit_codes(tmp_path: Path, smtp_server: Any) -> None:
+    nothing = mlops_notify(tmp_path, {})
+    assert (nothing.returncode, nothing.stderr) == (0, ""), nothing.stderr
+    assert "nothing queued" in nothing.stdout
+
+    port = free_port()
+    queued = notify(
+        settings_for(port, tmp_path, outbox=None),
+        "failed",
+        model="m",
+        error="boom",
+        run_dir=tmp_path / "mlops-runs" / "m",
+    )
+    assert queued.status == "queued"
+
+    missing = mlops_notify(tmp_path, {})
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: ") and missing.stderr.count("\n") == 1
+    assert "MLOPS_SMTP_HOST" in missing.stderr
+
+    down = mlops_notify(tmp_path, smtp_env(port))  # nothing listens: connection refused
+    assert down.returncode == 5, down.stdout + down.stderr
+    (line,) = down.stdout.splitlines()
+    assert line.startswith("notify: mlops-runs/m/outbox: 0 sent, 1 still queued (") and "Refused" in line
+
+    controller, handler = smtp_server(port=port)
+    up = mlops_notify(tmp_path, smtp_env(port))
+    assert up.returncode == 0, up.stdout + up.stderr
+    assert up.stdout.splitlines() == ["notify: mlops-runs/m/outbox: 1 sent, 0 still queued"]
+    assert handler.message()["Subject"] == "[mlops] m: failed (boom)"
+
+
+def test_mlops_notify_refuses_a_cleartext_login_unless_allowed(tmp_path: Path, smtp_server: Any) -> None:
+    controller, handler = smtp_server(authenticator=authenticator, auth_require_tls=False)
+    run_dir = tmp_path / "mlops-runs" / "m"
+    notify(
+        settings_for(controller.port, tmp_path, outbox=None),
+        "failed",
+        model="m",
+        error="boom",
+        run_dir=run_dir,
+        deliver=False,
+    )
+    login = {"MLOPS_SMTP_USER": USER, "MLOPS_SMTP_PASSWORD": PASSWORD}
+
+    refused = mlops_notify(tmp_path, smtp_env(controller.port, **login))
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: MLOPS_SMTP_SECURITY=none would send the SMTP password in cleartext")
+    assert PASSWORD not in refused.stdout + refused.stderr
+    assert handler.envelopes == [] and list(run_dir.glob("outbox/*.eml"))
+
+    allowed = mlops_notify(tmp_path, smtp_env(controller.port, MLOPS_SMTP_ALLOW_PLAINTEXT_LOGIN="1", **login))
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert handler.authenticated == [True]

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import git
+import pytest
 
 from tests.conftest import FACE_WEIGHTS, ROOT
 from tests.pipeline.test_notify import smtp_server  # noqa: F401  (a fixture)
@@ -158,7 +159,8 @@ def test_killed_tune_is_restarted_and_finishes_the_study(offline_env: dict, tmp_
             "--max-trials",
             "3",
             "--goal",
-            "1.01",
+            "1",
+            "--goal-confidence",  # unreachable: a Wilson lower bound stays below 1
             "--pruner",
             "none",
             "--set",
@@ -236,3 +238,68 @@ def test_mail_that_cannot_be_sent_is_kept_and_sent_by_the_next_run(
     assert "delivered 1 queued message(s)" in up.stdout
     assert len(inbox.envelopes) == 2  # the queued one and this run's
     assert not list(outbox.glob("*.eml"))
+
+
+def test_cleartext_smtp_login_is_refused_before_detect_and_tune(offline_env: dict, tmp_path: Path) -> None:
+    repo, first = make_repo(tmp_path, ["diabetes_regression"])
+    env = {**run_env(offline_env, tmp_path, 2525), "MLOPS_SMTP_USER": "ci", "MLOPS_SMTP_PASSWORD": "pw-Zq81"}
+    # an unknown commit: had detect run first, the error would name it instead
+    result = subprocess.run(
+        [*RUN, "--before", "f" * 40, "--after", first, "--runner", "local"],
+        cwd=repo.working_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith("error: MLOPS_SMTP_SECURITY=none would send the SMTP password in cleartext")
+    assert result.stderr.count("\n") == 1 and "pw-Zq81" not in result.stderr
+    assert not (Path(repo.working_dir) / "mlops-runs").exists()
+
+
+@pytest.mark.slow
+def test_queued_mail_is_sent_by_mlops_notify_alone(offline_env: dict, tmp_path: Path, smtp_server) -> None:  # noqa: F811
+    controller, inbox = smtp_server()
+    repo, first = make_repo(tmp_path, ["diabetes_regression"])
+    second = touch(repo, "diabetes_regression")
+    env = run_env(offline_env, tmp_path, controller.port)  # host and addresses, no login
+    queued = subprocess.run(
+        [*RUN, "--before", first, "--after", second, "--runner", "local", "--max-trials", "1", "--notify", "queue"],
+        cwd=repo.working_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert queued.returncode in (0, 3), queued.stdout + queued.stderr
+    assert inbox.envelopes == []  # nothing sent by the step that runs model code
+    outbox = Path(repo.working_dir) / "mlops-runs" / "diabetes_regression" / "outbox"
+    assert len(list(outbox.glob("*.eml"))) == 1 and "notify: result e-mail queued as" in queued.stdout
+
+    sent = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "notify"],
+        cwd=repo.working_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert sent.returncode == 0, sent.stdout + sent.stderr
+    assert sent.stdout.splitlines() == ["notify: mlops-runs/diabetes_regression/outbox: 1 sent, 0 still queued"]
+    assert len(inbox.envelopes) == 1 and "diabetes_regression" in inbox.message()["Subject"]
+    assert not list(outbox.glob("*.eml"))
+
+
+def test_a_push_wide_set_reaches_only_the_models_that_read_it() -> None:
+    """``--set data.input_size=32`` is for the face model; the regression model is started without it."""
+    from pipeline.manifest import load_manifest
+    from pipeline.orchestrate import _tune_args_for
+
+    lines: list[str] = []
+    args = ["--max-trials", "2", "--set", "data.input_size=32", "--set=data.val_fraction=0.2"]
+    face = _tune_args_for(load_manifest(ROOT / "models" / "face_vgg16"), args, lines.append)
+    diabetes = _tune_args_for(load_manifest(ROOT / "models" / "diabetes_regression"), args, lines.append)
+    assert face == ["--max-trials", "2", "--set", "data.input_size=32", "--set", "data.val_fraction=0.2"]
+    assert diabetes == ["--max-trials", "2", "--set", "data.val_fraction=0.2"]
+    assert lines == ["--set data.input_size=32: diabetes_regression has no option data.input_size; not passed to it"]
