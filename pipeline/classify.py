@@ -7,19 +7,17 @@ what the code *calls* or *subclasses* counts as evidence (see ``pipeline._ast_sy
 Words in comments, strings and docstrings, layer names given as strings and unused
 imports are never evidence.
 
-Evidence, by symbol:
+Evidence, by symbol, decided by the module each name comes from (see
+``pipeline._symbol_kinds`` for the rules):
 
-- ``cnn``: a convolution layer (Keras ``Conv1D/2D/3D``, ``SeparableConv*``,
-  ``DepthwiseConv*``, ``Conv*Transpose``, ``ConvLSTM*``; PyTorch ``nn.Conv1d/2d/3d``,
-  ``ConvTranspose*``, ``LazyConv*``, ``F.conv2d``), a ``keras.applications`` backbone
-  (``VGG16``, ``ResNet50``, ``MobileNet``...) or a convolutional ``torchvision.models``
-  constructor (``resnet18``, ``vgg16``...).
+- ``cnn``: a convolution or pooling layer (Keras ``keras.layers``, PyTorch ``torch.nn``), a
+  ``keras.applications`` backbone or a convolutional ``torchvision.models`` constructor.
 - ``ann``: a dense layer (Keras ``Dense``; PyTorch ``nn.Linear``, ``LazyLinear``,
   ``Bilinear``, ``F.linear``) or scikit-learn's ``MLPClassifier`` / ``MLPRegressor``.
-- ``regression``: a scikit-learn regressor (the ``linear_model`` regressors, ``SVR``,
-  ``KernelRidge``, any ``*Regressor`` or ``*Regression`` class, ``LogisticRegression``
-  included: it is a generalised linear model) or a statsmodels model (``OLS``, ``WLS``,
-  ``GLS``, ``GLM``, ``RLM``, ``QuantReg``, ``Logit``..., and the formula API ``smf.ols``...).
+- ``regression``: every scikit-learn regressor and every class of ``sklearn.linear_model``
+  (its ``*CV`` variants, and ``LogisticRegression`` and the other linear classifiers: they
+  are linear models), a statsmodels model (``sm.OLS``, ``smf.ols``, ``sm.tsa.ARIMA``...),
+  or an XGBoost / LightGBM / CatBoost regressor or ``train`` call.
 
 Precedence: **cnn > ann > regression**. A CNN nearly always ends in dense layers, and a
 network may sit beside a linear baseline; the most specific architecture present is the
@@ -33,9 +31,7 @@ code is not read at all.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,33 +39,17 @@ from typing import Any
 import yaml
 
 from pipeline._ast_symbols import read_code, symbol_uses
+from pipeline._symbol_kinds import symbol_kind
 from pipeline.errors import MlopsError
 from pipeline.manifest import KINDS, MANIFEST
+
+__all__ = ["Classification", "Evidence", "classify_model", "symbol_kind"]
 
 FRAMEWORKS = ("keras", "pytorch", "scikit-learn", "statsmodels")
 _FRAMEWORK_ALIASES = {
     "tensorflow": "keras", "tf.keras": "keras", "tensorflow.keras": "keras",
     "torch": "pytorch", "sklearn": "scikit-learn", "scikit_learn": "scikit-learn",
 }  # fmt: skip
-
-_KERAS_CONV = re.compile(r"^(Separable|Depthwise)?Conv(olution)?[123]D(Transpose)?$|^ConvLSTM[123]D$")
-_TORCH_CONV = re.compile(r"^(Lazy)?Conv(Transpose)?[123]d$|^conv(_transpose)?[123]d$")
-_TORCHVISION_CNN = re.compile(
-    r"^(alexnet|convnext|densenet|efficientnet|googlenet|inception|mnasnet|mobilenet|regnet"
-    r"|resnet|resnext|shufflenet|squeezenet|vgg|wide_resnet)[a-z0-9_]*$"
-)
-_SKLEARN_REGRESSORS = {
-    "Ridge", "RidgeCV", "Lasso", "LassoCV", "ElasticNet", "ElasticNetCV", "Lars", "LarsCV",
-    "LassoLars", "LassoLarsCV", "LassoLarsIC", "OrthogonalMatchingPursuit",
-    "OrthogonalMatchingPursuitCV", "BayesianRidge", "MultiTaskLasso", "MultiTaskLassoCV",
-    "MultiTaskElasticNet", "MultiTaskElasticNetCV", "SVR", "LinearSVR", "NuSVR", "KernelRidge",
-    "RegressorMixin",  # the base class of a hand-written scikit-learn regressor
-}  # fmt: skip
-_STATSMODELS = {
-    "OLS", "WLS", "GLS", "GLSAR", "GLM", "RLM", "QuantReg", "Logit", "Probit", "Poisson",
-    "NegativeBinomial", "MNLogit", "MixedLM", "RecursiveLS",
-}  # fmt: skip
-_STATSMODELS_FORMULA = {name.lower() for name in _STATSMODELS}
 _ORDER = {kind: rank for rank, kind in enumerate(("cnn", "ann", "regression"))}
 
 
@@ -124,78 +104,6 @@ class Classification:
             "source": self.source,
             "evidence": [asdict(item) for item in self.evidence],
         }
-
-
-def symbol_kind(symbol: str) -> tuple[str, str, str] | None:
-    """What a fully qualified name is evidence of.
-
-    Args:
-        symbol: e.g. ``tensorflow.keras.layers.Conv2D`` or ``sklearn.linear_model.Ridge``.
-
-    Returns:
-        ``(kind, framework, display name)``, or ``None`` when the name says nothing of kind.
-
-    Example:
-        >>> symbol_kind("tensorflow.keras.layers.Conv2D")
-        ('cnn', 'keras', 'keras.layers.Conv2D')
-    """
-    for prefix in ("tensorflow.python.keras.", "tensorflow.keras.", "tf_keras."):
-        if symbol.startswith(prefix):
-            symbol = "keras." + symbol.removeprefix(prefix)
-    parts = symbol.split(".")
-    rule = _RULES.get(parts[0])
-    if rule is None:
-        return None
-    framework, kind_of = rule
-    kind = kind_of(parts)
-    return (kind, framework, symbol) if kind else None
-
-
-def _keras_kind(parts: list[str]) -> str | None:
-    name = parts[-1]
-    if _KERAS_CONV.match(name) or ("applications" in parts[:-1] and name[:1].isupper()):
-        return "cnn"  # every keras.applications backbone is convolutional
-    return "ann" if name in ("Dense", "EinsumDense") else None
-
-
-def _torch_kind(parts: list[str]) -> str | None:
-    name = parts[-1]
-    if _TORCH_CONV.match(name):
-        return "cnn"
-    if name in ("Linear", "LazyLinear", "Bilinear") or parts[-2:] == ["functional", "linear"]:
-        return "ann"
-    return None
-
-
-def _torchvision_kind(parts: list[str]) -> str | None:
-    is_backbone = parts[1:2] == ["models"] and _TORCHVISION_CNN.match(parts[-1])
-    return "cnn" if is_backbone else None
-
-
-def _sklearn_kind(parts: list[str]) -> str | None:
-    name = parts[-1]
-    if name in ("MLPClassifier", "MLPRegressor"):
-        return "ann"  # checked before the *Regressor rule: an MLPRegressor is a network
-    if name in _SKLEARN_REGRESSORS or name.endswith(("Regressor", "Regression")):
-        return "regression"
-    return None
-
-
-def _statsmodels_kind(parts: list[str]) -> str | None:
-    # `sm.OLS(y, X)`, `sm.OLS.from_formula(...)`, `smf.ols("y ~ x", data)`.
-    formula = "formula" in parts and parts[-1] in _STATSMODELS_FORMULA
-    if formula or any(part in _STATSMODELS for part in parts[1:]):
-        return "regression"
-    return None
-
-
-_RULES: dict[str, tuple[str, Callable[[list[str]], str | None]]] = {
-    "keras": ("keras", _keras_kind),
-    "torch": ("pytorch", _torch_kind),
-    "torchvision": ("pytorch", _torchvision_kind),
-    "sklearn": ("scikit-learn", _sklearn_kind),
-    "statsmodels": ("statsmodels", _statsmodels_kind),
-}
 
 
 def classify_model(model_dir: str | Path) -> Classification:

@@ -14,12 +14,15 @@ model a list, so layer widths are searched independently.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
 
 from pipeline.errors import MlopsError
+from pipeline.option_schema import OptionSpec
 
 _TYPES = ("int", "float", "categorical")
 _KEYS = {"type", "low", "high", "log", "step", "choices", "per_layer"}
@@ -89,6 +92,34 @@ class SearchSpace:
         """The declared parameter names, in sampling order."""
         return [p.name for p in self.params]
 
+    def check_against(self, accepts: Mapping[str, OptionSpec] | None, where: str) -> None:
+        """Check every parameter against what the model declares it reads (``accepts.search_space``).
+
+        A categorical choice the model cannot use, or a range reaching past what it accepts,
+        would otherwise fail trial after trial; a name it does not read would be ignored.
+
+        Raises:
+            MlopsError: naming ``where``, the parameter and what the model accepts.
+        """
+        if accepts is None:
+            return
+        for p in self.params:
+            spec = accepts.get(p.name)
+            if spec is None:
+                allowed = ", ".join(sorted(accepts))
+                raise MlopsError(f"{where}.{p.name}: the model reads no hyperparameter {p.name!r}; allowed: {allowed}")
+            values = list(p.choices) if p.type == "categorical" else [p.low, p.high]
+            if p.type == "int":
+                values = [int(v) for v in values]  # type: ignore[arg-type]
+            if p.type == "float" and spec.type == "int":
+                raise MlopsError(f"{where}.{p.name}: the model takes a whole number here; use type: int")
+            for value in values:
+                problem = spec.problem(value)
+                if problem:
+                    key = "choices" if p.type == "categorical" else ("low" if value == values[0] else "high")
+                    reads = "" if spec.choices else f" (the model reads {spec.describe()})"
+                    raise MlopsError(f"{where}.{p.name}.{key}: {value!r} {problem}{reads}")
+
 
 def _parse_param(name: str, spec: Any, where: str) -> Param:
     at = f"{where}.{name}"
@@ -100,19 +131,34 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
     kind = spec.get("type")
     if kind not in _TYPES:
         raise MlopsError(f"{at}.type must be one of {', '.join(_TYPES)}, not {kind!r}")
+    per_layer = spec.get("per_layer")
+    if per_layer is not None and not isinstance(per_layer, str):
+        raise MlopsError(f"{at}.per_layer must name another parameter (e.g. n_layers), not {per_layer!r}")
     if kind == "categorical":
         choices = spec.get("choices")
         if not isinstance(choices, list) or not choices:
             raise MlopsError(f"{at}.choices must be a non-empty list")
-        return Param(name, kind, choices=tuple(choices), per_layer=spec.get("per_layer"))
-    try:
-        low, high = float(spec["low"]), float(spec["high"])
-    except (KeyError, TypeError, ValueError):
-        raise MlopsError(f"{at} needs numeric 'low' and 'high'") from None
+        return Param(name, kind, choices=tuple(choices), per_layer=per_layer)
+    low: Any = spec.get("low")
+    high: Any = spec.get("high")
+    if not (_number(low) and _number(high)):
+        raise MlopsError(f"{at} needs numeric 'low' and 'high', not {low!r} and {high!r}")
+    if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+        raise MlopsError(f"{at}: an int range needs whole-number low and high, not {low!r} and {high!r}")
+    low, high = float(low), float(high)
     if low > high:
         raise MlopsError(f"{at}: low ({low}) is above high ({high}); swap them")
-    log = bool(spec.get("log", False))
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise MlopsError(f"{at}.log must be true or false, not {log!r}")
     if log and low <= 0:
         raise MlopsError(f"{at}: a log-scale range needs low > 0, not {low}")
     step = spec.get("step")
-    return Param(name, kind, low, high, log, float(step) if step else None, per_layer=spec.get("per_layer"))
+    if step is not None and not (_number(step) and step > 0):
+        raise MlopsError(f"{at}.step must be a positive number, not {step!r}")
+    return Param(name, kind, low, high, log, float(step) if step else None, per_layer=per_layer)
+
+
+def _number(value: Any) -> bool:
+    """A YAML number (``true`` is not one) that is finite."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

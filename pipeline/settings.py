@@ -5,13 +5,18 @@
 3. environment variables ``MLOPS_<SETTING>`` (``MLOPS_MAX_TRIALS=20``),
 4. command-line flags.
 
-A value of the wrong type is an ``MlopsError`` naming the layer and the setting.
+A value of the wrong type or out of range is an ``MlopsError`` naming the layer and the
+setting; ``check_settings`` also proves the run and cache folders can be written, before
+any data is loaded or any run opened.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import os
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +52,13 @@ class TuneSettings:
     heartbeat_interval: int = 2
     grace_period: int = 10
     overrides: list[str] = field(default_factory=list)  # "data.source=lfw"
+    # Where each setting that was set came from ("--goal", "MLOPS_GOAL", "mlops.yaml tune.goal"),
+    # so a bad value's message names the place to fix it. Not a setting itself.
+    origin: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def source(self, name: str) -> str:
+        """Where setting ``name`` came from, for messages; ``default`` when nobody set it."""
+        return self.origin.get(name, "default")
 
     @property
     def storage_url(self) -> str:
@@ -59,7 +71,7 @@ class TuneSettings:
         return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(TuneSettings)}
+_FIELDS = {f.name: f for f in dataclasses.fields(TuneSettings) if f.name != "origin"}
 
 
 def _coerce(name: str, value: Any, where: str) -> Any:
@@ -91,12 +103,13 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         raise MlopsError(f"{where}: setting '{name}' = {value!r} is not a valid {kind.split(' ')[0]}") from None
 
 
-def _apply(settings: dict[str, Any], layer: dict[str, Any], where: str) -> None:
+def _apply(settings: dict[str, Any], origin: dict[str, str], layer: dict[str, Any], where: str, label: Any) -> None:
     for name, value in layer.items():
         if name not in _FIELDS:
             allowed = ", ".join(sorted(_FIELDS))
             raise MlopsError(f"{where}: unknown setting '{name}'; allowed: {allowed}")
         settings[name] = _coerce(name, value, where)
+        origin[name] = label(name)
 
 
 def find_repo_config(start: Path) -> Path | None:
@@ -130,33 +143,117 @@ def resolve_settings(
     flags: dict[str, Any],
     repo_config_path: Path | None = None,
     environ: dict[str, str] | None = None,
+    manifest_path: Path | None = None,
 ) -> TuneSettings:
     """Merge the four layers; ``flags`` holds only options the user actually passed."""
     environ = dict(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
-    _apply(values, manifest_tune, "model.yaml tune")
-    _apply(values, repo_config.get("tune") or {}, f"{repo_config_path or REPO_CONFIG} tune")
+    origin: dict[str, str] = {}
+    repo, model = str(repo_config_path or REPO_CONFIG), str(manifest_path or "model.yaml")
+    _apply(values, origin, manifest_tune, f"{model} tune", lambda n: f"{model} tune.{n}")
+    _apply(values, origin, repo_config.get("tune") or {}, f"{repo} tune", lambda n: f"{repo} tune.{n}")
     env_layer = {name: environ[f"MLOPS_{name.upper()}"] for name in _FIELDS if f"MLOPS_{name.upper()}" in environ}
     for name, value in env_layer.items():
         values[name] = _coerce(name, value, f"environment MLOPS_{name.upper()}")
-    _apply(values, {k: v for k, v in flags.items() if v is not None}, "command line")
-    settings = TuneSettings(**values)
+        origin[name] = f"MLOPS_{name.upper()}"
+    passed = {k: v for k, v in flags.items() if v is not None}
+    _apply(values, origin, passed, "command line", lambda n: "--" + n.replace("_", "-"))
+    settings = TuneSettings(**values, origin=origin)
     if settings.pruner not in PRUNERS:
         raise MlopsError(f"setting pruner={settings.pruner!r} is unknown; use one of {', '.join(PRUNERS)}")
-    if settings.max_trials < 1:
-        raise MlopsError(f"setting max_trials={settings.max_trials}: must be at least 1")
+    _check_ranges(settings)
     return settings
 
 
+# Numeric settings and the rule each must satisfy; None (no limit) is allowed only for timeout.
+_RANGES: dict[str, tuple[float, bool, str]] = {
+    "timeout": (0.0, False, "must be more than 0 seconds, or none for no limit"),
+    "max_trials": (1.0, True, "must be at least 1"),
+    "max_retry": (0.0, True, "must be 0 or more"),
+    "heartbeat_interval": (1.0, True, "must be at least 1 second"),
+    "grace_period": (1.0, True, "must be at least 1 second"),
+}
+
+
+def _check_ranges(settings: TuneSettings) -> None:
+    for name, (low, inclusive, rule) in _RANGES.items():
+        value = getattr(settings, name)
+        if value is None and name == "timeout":
+            continue
+        ok = value is not None and math.isfinite(value) and (value >= low if inclusive else value > low)
+        if not ok:
+            raise MlopsError(f"setting {name}={value!r} (from {settings.source(name)}) {rule}")
+    if settings.heartbeat_interval >= settings.grace_period:
+        raise MlopsError(
+            f"setting grace_period={settings.grace_period} (from {settings.source('grace_period')}) must exceed "
+            f"heartbeat_interval={settings.heartbeat_interval}, or live trials are taken for dead ones"
+        )
+
+
+def check_folders(settings: TuneSettings) -> None:
+    """Prove ``runs_dir`` and ``cache_dir`` can be created and written, leaving no trace.
+
+    A search that learns this only when it writes its first checkpoint has already loaded
+    the data and opened its runs.
+
+    Raises:
+        MlopsError: naming the setting, where it came from and the folder.
+    """
+    for name in ("runs_dir", "cache_dir"):
+        folder = Path(getattr(settings, name)).expanduser().absolute()
+        made: list[Path] = []
+        try:
+            missing = [p for p in [folder, *folder.parents] if not p.exists()]
+            for parent in reversed(missing):
+                parent.mkdir()
+                made.append(parent)
+            probe = folder / f".mlops-probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise MlopsError(
+                f"setting {name}={folder} (from {settings.source(name)}) cannot be created or written "
+                f"({error.strerror or error}); pick a writable folder"
+            ) from None
+        finally:
+            for created in reversed(made):
+                with contextlib.suppress(OSError):  # someone else wrote there meanwhile: theirs now
+                    created.rmdir()
+
+
 def apply_overrides(manifest: Any, settings: TuneSettings) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The model's data and params options with ``--weights`` and ``--set a.b=v`` applied."""
+    """The model's data and params options with ``--weights`` and ``--set a.b=v`` applied.
+
+    A name the model does not read is refused (a typo would otherwise be ignored), and so is
+    a value of the wrong type. What the model reads is its ``accepts:`` declaration, or, where
+    it declares none, the options its ``model.yaml`` lists.
+
+    Raises:
+        MlopsError: naming the ``--set`` item, the option and the allowed names or type.
+    """
     data, params = dict(manifest.data), dict(manifest.params)
+    accepts = getattr(manifest, "accepts", None)
     if settings.weights is not None and "weights" in params:  # only models that take weights
         params["weights"] = settings.weights
+        if accepts is not None:
+            accepts.check_one("params", "weights", settings.weights, settings.source("weights"))
     for item in settings.overrides:
         key, sep, raw = item.partition("=")
         section, _, name = key.partition(".")
         if not sep or section not in ("data", "params") or not name:
             raise MlopsError(f"--set {item!r}: use --set data.NAME=VALUE or --set params.NAME=VALUE")
-        (data if section == "data" else params)[name] = yaml.safe_load(raw)
+        options = data if section == "data" else params
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise MlopsError(f"--set {item!r}: the value is not valid YAML; quote it, e.g. {key}='{raw}'") from None
+        if accepts is not None and accepts.section(section) is not None:
+            accepts.check_one(section, name, value, "--set")
+        elif name not in options:
+            known = ", ".join(sorted(options)) or "none"
+            raise MlopsError(
+                f"--set {item}: the model has no {section} option {name!r} (its model.yaml lists: {known}); "
+                f"check the spelling or declare it in model.yaml {section}:"
+            )
+        options[name] = value
     return data, params

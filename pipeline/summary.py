@@ -7,6 +7,8 @@ reads that file, so stages stay separate processes (a container, a supervisor) a
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,46 @@ class GoalSpec:
             return value <= self.target
         checked = lower_bound if (self.confidence and lower_bound is not None) else value
         return checked >= self.target
+
+    @property
+    def kind(self) -> str | None:
+        """``fraction`` (accuracy, AUC, F1...), ``error`` (RMSE, loss...), ``score`` (R²), or ``None``."""
+        words = set(re.split(r"[^a-z0-9]+", self.metric.lower()))
+        for kind, names in _METRIC_KINDS.items():
+            if words & names:
+                return kind
+        return None
+
+    def problem(self, target: float | None = None) -> str | None:
+        """Why this goal (or the same goal with ``target``) can never be a sensible one, or ``None``.
+
+        An accuracy is a fraction: a goal outside (0, 1] is a typo (``--goal 90``) or a trick
+        (``--goal -1`` would be "met" by any model and register it). An error is minimized
+        and positive. The direction must agree with the metric's kind.
+        """
+        value = self.target if target is None else target
+        if not math.isfinite(value):
+            return f"goal {value} is not a finite number"
+        kind = self.kind
+        wanted = {"fraction": "maximize", "score": "maximize", "error": "minimize"}.get(kind or "")
+        if wanted and self.direction != wanted:
+            noun = {"fraction": "a fraction", "score": "a score", "error": "an error"}[kind or ""]
+            return f"{self.metric} is {noun}, so goal.direction must be {wanted}, not {self.direction}"
+        if kind == "fraction" and not 0.0 < value <= 1.0:
+            return f"{self.metric} is a fraction, so the goal must lie in (0, 1], not {value:g}; e.g. 0.9"
+        if kind == "score" and value > 1.0:
+            return f"{self.metric} is at most 1, so a goal of {value:g} can never be met; e.g. 0.8"
+        if kind == "error" and value <= 0.0:
+            return f"{self.metric} is an error (>= 0, minimized), so the goal must be > 0, not {value:g}"
+        return None
+
+
+# Metric names are matched by word (``val_accuracy`` -> {"val", "accuracy"}).
+_METRIC_KINDS = {
+    "fraction": {"accuracy", "acc", "auc", "precision", "recall", "f1"},
+    "error": {"rmse", "mse", "mae", "mape", "loss", "error"},
+    "score": {"r2"},
+}
 
 
 @dataclass

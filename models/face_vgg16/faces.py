@@ -2,11 +2,22 @@
 
 Every loader returns RGB ``uint8`` images at the configured size, integer labels and the
 class names; ``split`` then divides them per person (stratified) with a fixed seed.
+
+The folder loader treats as a bad image (skipped and counted, or one fatal line under
+``data.on_bad_image: fail``) a file Pillow cannot decode and one whose header declares more
+than ``data.max_image_pixels`` pixels: a decompression bomb is refused before it is decoded.
+It reads upper-case extensions (``.JPG``), scales 16-bit images by their bit depth, and
+warns when the same file content is filed under two people.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +28,11 @@ from pipeline.errors import MlopsError
 from pipeline.splits import three_way_split
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # compared lower-cased: .JPG and .Png are read
+# 40 M pixels: a 7000 x 5700 photo passes; Pillow's own warning starts at 89 M.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+_SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # a 16-bit PNG opens as one of these
+_NAMED_PRUNED = 30  # pruned people named in the log line; the rest are counted
 # The box the face-pretrained VGG16 weights were trained on (left, top, right, bottom of 250x250).
 LFW_FACE_BOX = (57, 62, 193, 198)
 
@@ -29,7 +44,8 @@ class Faces:
     images: np.ndarray
     labels: np.ndarray
     names: list[str]
-    skipped: int = 0  # unreadable images passed over
+    skipped: int = 0  # unreadable images (and decompression bombs) passed over
+    duplicates: int = 0  # files whose content is also filed under another person
 
 
 def load_faces(options: dict[str, Any]) -> Faces:
@@ -49,7 +65,8 @@ def load_faces(options: dict[str, Any]) -> Faces:
     elif source == "folder":
         if not options.get("path"):
             raise MlopsError("data.source=folder needs data.path: a folder with one sub-folder per person")
-        faces = _folder(Path(options["path"]), size, options.get("on_bad_image", "skip"))
+        limit = _max_image_pixels(options.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS))
+        faces = _folder(Path(options["path"]), size, options.get("on_bad_image", "skip"), limit)
     else:
         raise MlopsError(f"data.source={source!r} is unknown; use olivetti, lfw or folder")
     return prune_small_classes(faces, int(options.get("min_images_per_class", 5)))
@@ -63,12 +80,16 @@ def prune_small_classes(faces: Faces, minimum: int) -> Faces:
         raise MlopsError(
             f"only {len(keep)} class(es) have >= {minimum} images; add images or lower data.min_images_per_class"
         )
-    if len(keep) < len(faces.names):
-        log.warning("pruned %d class(es) with fewer than %d images", len(faces.names) - len(keep), minimum)
+    pruned = [f"{faces.names[i]} ({counts[i]})" for i in np.flatnonzero(counts < minimum)]
+    if pruned:
+        more = len(pruned) - _NAMED_PRUNED
+        named = ", ".join(pruned[:_NAMED_PRUNED]) + (f" and {more} more" if more > 0 else "")
+        log.warning("pruned %d class(es) with fewer than %d images: %s", len(pruned), minimum, named)
     remap = np.full(len(faces.names), -1)
     remap[keep] = np.arange(len(keep))
     mask = remap[faces.labels] >= 0
-    return Faces(faces.images[mask], remap[faces.labels[mask]], [faces.names[i] for i in keep], faces.skipped)
+    names = [faces.names[i] for i in keep]
+    return Faces(faces.images[mask], remap[faces.labels[mask]], names, faces.skipped, faces.duplicates)
 
 
 def split(faces: Faces, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -127,9 +148,19 @@ def _lfw(size: int, data_home: str | None, min_faces: int) -> Faces:
     return Faces(_to_rgb_uint8(images, size), people.target.astype(np.int64), list(people.target_names))
 
 
-def _folder(root: Path, size: int, on_bad_image: str) -> Faces:
-    from PIL import Image, UnidentifiedImageError
+def _max_image_pixels(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 1 or value != int(value):
+        raise MlopsError(
+            f"data.max_image_pixels={value!r}: give a whole number of pixels, e.g. {DEFAULT_MAX_IMAGE_PIXELS}"
+        )
+    return int(value)
 
+
+class _BadImage(Exception):
+    """An image the folder loader refuses; the message says why."""
+
+
+def _folder(root: Path, size: int, on_bad_image: str, max_pixels: int) -> Faces:
     if not root.is_dir():
         raise MlopsError(f"data.path={root}: no such folder; point it at <root>/<person>/<image>.jpg")
     if on_bad_image not in ("skip", "fail"):
@@ -138,29 +169,70 @@ def _folder(root: Path, size: int, on_bad_image: str) -> Faces:
     images: list[np.ndarray] = []
     labels: list[int] = []
     names: list[str] = []
-    skipped = 0
-    for person in people:
-        files = sorted(f for f in person.iterdir() if f.suffix in IMAGE_SUFFIXES)
-        if not files:
-            continue
-        label = len(names)
-        names.append(person.name.replace("_", " "))
-        for file in files:
-            try:
-                with Image.open(file) as picture:
-                    rgb = picture.convert("RGB").resize((size, size), Image.BILINEAR)
-                    images.append(np.asarray(rgb, np.uint8))
-            except (UnidentifiedImageError, OSError) as error:
-                if on_bad_image == "fail":
-                    raise MlopsError(
-                        f"{file}: unreadable image ({error}); fix or remove it, or set data.on_bad_image=skip"
-                    ) from None
-                log.warning("skipping unreadable image %s", file)
-                skipped += 1
+    skipped = duplicates = 0
+    first_seen: dict[str, tuple[str, Path]] = {}  # content hash -> (person, file)
+    with _pixel_limit(max_pixels):
+        for person in people:
+            files = sorted(f for f in person.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
                 continue
-            labels.append(label)
+            label = len(names)
+            names.append(person.name.replace("_", " "))
+            for file in files:
+                content = file.read_bytes()
+                try:
+                    images.append(_decode(content, size, max_pixels))
+                except _BadImage as error:
+                    if on_bad_image == "fail":
+                        raise MlopsError(f"{file}: {error}; fix or remove it, or set data.on_bad_image=skip") from None
+                    log.warning("skipping %s: %s", file, error)
+                    skipped += 1
+                    continue
+                labels.append(label)
+                owner, earlier = first_seen.setdefault(hashlib.sha256(content).hexdigest(), (names[-1], file))
+                if owner != names[-1]:
+                    log.warning("the same image is filed under %r (%s) and %r (%s)", owner, earlier, names[-1], file)
+                    duplicates += 1
     if not images:
         raise MlopsError(f"data.path={root}: no .jpg/.jpeg/.png images in <person>/ sub-folders")
     if skipped:
         log.warning("skipped %d unreadable image(s) under %s", skipped, root)
-    return Faces(np.stack(images), np.asarray(labels, np.int64), names, skipped)
+    if duplicates:
+        log.warning("%d image(s) under %s are also filed under another person; remove the wrong copy", duplicates, root)
+    return Faces(np.stack(images), np.asarray(labels, np.int64), names, skipped, duplicates)
+
+
+@contextmanager
+def _pixel_limit(max_pixels: int) -> Iterator[None]:
+    """Pillow's bomb check at ``max_pixels`` for this load only; its setting is restored after."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above the limit and raises above twice it: both are bombs here.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+def _decode(content: bytes, size: int, max_pixels: int) -> np.ndarray:
+    """One image file's bytes -> uint8 RGB at size x size; the pixel limit is checked on the header."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(content)) as picture:  # reads the header only
+            if picture.mode in _SIXTEEN_BIT_MODES:
+                # convert("RGB") would clip every value above 255 to white.
+                wide = np.asarray(picture, np.float64)
+                picture = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
+            rgb = picture.convert("RGB").resize((size, size), Image.BILINEAR)
+            return np.asarray(rgb, np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise _BadImage(
+            f"more pixels than data.max_image_pixels={max_pixels}, a likely decompression bomb ({error})"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError) as error:
+        raise _BadImage(f"unreadable image ({error})") from None

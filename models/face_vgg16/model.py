@@ -70,7 +70,9 @@ def prepare(ctx: StudyContext) -> FaceData:
         ctx.log(f"features: {len(features)} images through VGG16 in {time.perf_counter() - started:.1f}s")
         return {"features": features}
 
-    arrays, hit = FeatureCache(ctx.cache_dir).get_or_compute(key, compute)
+    # One 512-wide vector (VGG16's last block, pooled) per image: an entry that differs is recomputed.
+    expect = {"features": (len(faces.labels), 512)}
+    arrays, hit = FeatureCache(ctx.cache_dir, log=ctx.log).get_or_compute(key, compute, expect)
     if hit:
         ctx.log(f"features: reused from the cache ({FeatureCache(ctx.cache_dir).path(FeatureCache.key(key))})")
     ctx.facts.update(
@@ -80,6 +82,7 @@ def prepare(ctx: StudyContext) -> FaceData:
             "n_images": len(faces.labels),
             "n_classes": len(faces.names),
             "skipped_images": faces.skipped,
+            "duplicate_images": faces.duplicates,
             "n_train": len(parts["train"]),
             "n_val": len(parts["val"]),
             "n_test": len(parts["test"]),

@@ -64,8 +64,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Search MODEL_DIR's hyperparameters with Optuna until the goal is met; exit 0 if met, 3 if not."""
         from pipeline.manifest import load_manifest
+        from pipeline.preflight import check_run
         from pipeline.settings import find_repo_config, read_repo_config, resolve_settings
-        from pipeline.tuning import tune
 
         manifest = load_manifest(model_dir)
         config_path = find_repo_config(model_dir)
@@ -85,6 +85,12 @@ def register(app: typer.Typer) -> None:
             "register": register_model,
             "overrides": set_ or None,
         }
-        settings = resolve_settings(manifest.tune, read_repo_config(config_path), flags, config_path)
+        settings = resolve_settings(
+            manifest.tune, read_repo_config(config_path), flags, config_path, manifest_path=manifest.path
+        )
+        check_run(manifest, settings)  # bad input fails here, before TensorFlow, MLflow or the data load
+
+        from pipeline.tuning import tune
+
         summary = tune(model_dir, settings, log=lambda line: typer.echo(line))
         raise typer.Exit(ExitCode.OK if summary.goal_met else ExitCode.GOAL_NOT_MET)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
+import struct
+import warnings
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +173,116 @@ def test_prepare_caches_features_of_real_faces(offline: dict, tmp_path: Path) ->
     assert again.facts["feature_cache_hit"] is True
     np.testing.assert_array_equal(first.features["test"], second.features["test"])
     assert any("reused from the cache" in line for line in lines)
+
+
+def png_header_bomb(path: Path, width: int, height: int) -> Path:
+    """A 1-bit grey PNG declaring ``width x height`` pixels: valid chunks, one tiny IDAT."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_decompression_bomb_is_skipped_and_counted_or_fatal(tmp_path: Path) -> None:
+    root = make_people(tmp_path / "people", {"a": 6, "b": 6})
+    bomb = png_header_bomb(root / "a" / "bomb.png", 100_000, 100_000)  # 10 G pixels, 60 bytes
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    options = {"source": "folder", "path": str(root), "input_size": 32}
+    loaded = faces.load_faces(options)  # the default limit (40 M) refuses it before decoding
+    assert loaded.skipped == 1 and len(loaded.labels) == 12
+    with pytest.raises(MlopsError) as error:
+        faces.load_faces({**options, "on_bad_image": "fail"})
+    message = str(error.value)
+    assert message.startswith(f"{bomb}: more pixels than data.max_image_pixels=40000000")
+    assert "on_bad_image=skip" in message and "\n" not in message
+    assert pillow_limit == Image.MAX_IMAGE_PIXELS  # Pillow's global setting is restored, even on failure
+
+
+@pytest.mark.parametrize("limit", [40_000, 60_000])  # 300x300 is over twice the first, within twice the second
+def test_configured_pixel_limit_refuses_a_real_large_image(tmp_path: Path, limit: int) -> None:
+    root = make_people(tmp_path / "people", {"a": 6, "b": 6})
+    Image.new("RGB", (300, 300), (200, 10, 10)).save(root / "b" / "large.png")
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    options = {"source": "folder", "path": str(root), "input_size": 32}
+    assert faces.load_faces(options).skipped == 0  # under the default limit it is an ordinary image
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning escapes the loader
+        loaded = faces.load_faces({**options, "max_image_pixels": limit})
+    assert loaded.skipped == 1 and len(loaded.labels) == 12
+    assert pillow_limit == Image.MAX_IMAGE_PIXELS
+
+
+@pytest.mark.parametrize("value", [0, -5, 2.5, "lots", True])
+def test_bad_max_image_pixels_names_the_setting(tmp_path: Path, value: object) -> None:
+    root = make_people(tmp_path / "people", {"a": 6, "b": 6})
+    with pytest.raises(MlopsError, match=r"data\.max_image_pixels=.*whole number of pixels"):
+        faces.load_faces({"source": "folder", "path": str(root), "max_image_pixels": value})
+
+
+def test_sixteen_bit_images_are_scaled_by_bit_depth(tmp_path: Path) -> None:
+    root = make_people(tmp_path / "people", {"a": 6, "b": 6})
+    (root / "c").mkdir()
+    levels = (0, 30_000, 65_535)
+    for value in levels:
+        for copy in range(2):  # two per level: person c keeps >= 5 images
+            pixels = np.full((40, 40), value, np.uint16)
+            pixels[0, 0] = copy  # distinct content, so no duplicate warning
+            Image.fromarray(pixels).save(root / "c" / f"level_{value}_{copy}.png")
+    with Image.open(root / "c" / "level_30000_0.png") as picture:
+        assert picture.mode == "I;16"  # the case the loader must scale
+    loaded = faces.load_faces({"source": "folder", "path": str(root), "input_size": 32})
+    c_images = loaded.images[loaded.labels == loaded.names.index("c")]
+    centres = sorted({int(image[16, 16, 0]) for image in c_images})
+    assert centres == [0, round(30_000 / 257), 255]  # 30000 was clipped to 255 (white) before
+
+
+def test_upper_and_mixed_case_extensions_are_read(tmp_path: Path) -> None:
+    root = make_people(tmp_path / "people", {"a": 6, "b": 6})
+    for i, suffix in enumerate((".JPG", ".Png", ".JPEG", ".jpeg")):
+        Image.new("RGB", (40, 40), (i * 40, 90, 90)).save(root / "b" / f"extra_{i}{suffix}")
+    loaded = faces.load_faces({"source": "folder", "path": str(root), "input_size": 32})
+    assert sorted(np.bincount(loaded.labels).tolist()) == [6, 10]
+
+
+def test_same_image_under_two_people_is_warned_and_counted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_people(tmp_path / "people", {"Ada_Lovelace": 6, "Alan_Turing": 6})
+    original = root / "Ada_Lovelace" / "Ada_Lovelace_0001.png"
+    copy = root / "Alan_Turing" / "misfiled.png"
+    shutil.copyfile(original, copy)
+    shutil.copyfile(original, root / "Ada_Lovelace" / "again.png")  # twice under one person: not warned
+    with caplog.at_level(logging.WARNING):
+        loaded = faces.load_faces({"source": "folder", "path": str(root), "input_size": 32})
+    assert loaded.duplicates == 1
+    warned = [r.getMessage() for r in caplog.records if "the same image" in r.getMessage()]
+    assert warned == [f"the same image is filed under 'Ada Lovelace' ({original}) and 'Alan Turing' ({copy})"]
+
+
+def test_pruned_classes_are_named(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    root = make_people(tmp_path / "people", {"Ada_Lovelace": 6, "Alan_Turing": 7, "Grace_Hopper": 2})
+    with caplog.at_level(logging.WARNING):
+        faces.load_faces({"source": "folder", "path": str(root), "input_size": 32, "min_images_per_class": 5})
+    assert "pruned 1 class(es) with fewer than 5 images: Grace Hopper (2)" in caplog.text
+    caplog.clear()
+    labels = np.concatenate([np.zeros(5, np.int64), np.ones(5, np.int64), np.arange(2, 42)])
+    many = faces.Faces(np.zeros((50, 1, 1, 3), np.uint8), labels, [f"p{i}" for i in range(42)])
+    with caplog.at_level(logging.WARNING):
+        kept = faces.prune_small_classes(many, 5)
+    assert kept.names == ["p0", "p1"]
+    named = ", ".join(f"p{i} (1)" for i in range(2, 32))
+    assert f"pruned 40 class(es) with fewer than 5 images: {named} and 10 more" in caplog.text
+
+
+def test_prepare_reports_skipped_and_duplicate_images(tmp_path: Path) -> None:
+    root = make_people(tmp_path / "people", {"a": 6, "b": 6})
+    png_header_bomb(root / "a" / "bomb.png", 50_000, 50_000)
+    shutil.copyfile(root / "a" / "a_0001.png", root / "b" / "copy.png")
+    manifest = PLUGIN.manifest
+    data = {**manifest.data, "source": "folder", "path": str(root), "input_size": 32, "min_images_per_class": 2}
+    ctx = StudyContext(manifest, data, {"weights": "none"}, 0, tmp_path / "cache", lambda line: None)
+    model.prepare(ctx)
+    assert (ctx.facts["skipped_images"], ctx.facts["duplicate_images"], ctx.facts["n_images"]) == (1, 1, 13)

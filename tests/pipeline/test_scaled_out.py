@@ -135,7 +135,8 @@ def test_two_workers_share_one_study(
         postgres_url,
         mlflow_server,
         "--goal",
-        "1.01",  # unreachable: the budget decides
+        "1",
+        "--goal-confidence",  # unreachable (a Wilson lower bound stays below 1): the budget decides
         "--max-trials",
         str(max_trials),
         "--study-name",

@@ -4,6 +4,7 @@ import optuna
 import pytest
 
 from pipeline.errors import MlopsError
+from pipeline.option_schema import OptionSpec
 from pipeline.search_space import SearchSpace
 
 SPACE = {
@@ -48,3 +49,39 @@ def test_fixed_trial_replays_parameters() -> None:
 def test_bad_space_names_the_key(spec: dict, message: str) -> None:
     with pytest.raises(MlopsError, match=message.replace("(", r"\(").replace(")", r"\)")):
         SearchSpace.parse(spec, "model.yaml: search_space")
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"n": {"type": "int", "low": 1.5, "high": 4}}, "an int range needs whole-number low and high"),
+        ({"n": {"type": "int", "low": True, "high": 4}}, "needs numeric 'low' and 'high'"),
+        ({"lr": {"type": "float", "low": 0.1, "high": 1, "log": "yes"}}, "search_space.lr.log must be true or false"),
+        ({"lr": {"type": "float", "low": 0, "high": 1, "step": "abc"}}, "search_space.lr.step must be a positive"),
+        ({"lr": {"type": "float", "low": 0, "high": 1, "step": -0.1}}, "search_space.lr.step must be a positive"),
+        ({"u": {"type": "int", "low": 1, "high": 2, "per_layer": 3}}, "per_layer must name another parameter"),
+    ],
+)
+def test_wrong_types_in_the_space_name_the_key(spec: dict, message: str) -> None:
+    with pytest.raises(MlopsError) as error:
+        SearchSpace.parse(spec, "model.yaml: search_space")
+    assert message in str(error.value)
+
+
+def test_space_is_checked_against_what_the_model_reads() -> None:
+    accepts = {
+        "optimizer": OptionSpec("str", choices=("adam", "sgd")),
+        "units": OptionSpec("int", bounds=(("ge", 1.0),)),
+        "n_layers": OptionSpec("int", bounds=(("ge", 1.0),)),
+        "dropout": OptionSpec("float", bounds=(("ge", 0.0), ("lt", 1.0))),
+    }
+    SearchSpace.parse(SPACE, "s").check_against(accepts, "s")
+    SearchSpace.parse(SPACE, "s").check_against(None, "s")  # nothing declared: nothing checked
+    bad = {**SPACE, "optimizer": {"type": "categorical", "choices": ["adam", "adagrad"]}}
+    with pytest.raises(MlopsError, match=r"^s.optimizer.choices: 'adagrad' is unknown; use one of adam, sgd$"):
+        SearchSpace.parse(bad, "s").check_against(accepts, "s")
+    bad = {**SPACE, "units": {"type": "int", "low": 0, "high": 64, "per_layer": "n_layers"}}
+    with pytest.raises(MlopsError, match=r"^s.units.low: 0 must be >= 1 \(the model reads int >= 1\)$"):
+        SearchSpace.parse(bad, "s").check_against(accepts, "s")
+    with pytest.raises(MlopsError, match=r"^s.dropout: the model reads no hyperparameter 'dropout'; allowed: n_layers"):
+        SearchSpace.parse(SPACE, "s").check_against({k: v for k, v in accepts.items() if k != "dropout"}, "s")

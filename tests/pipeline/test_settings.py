@@ -6,7 +6,10 @@ from types import SimpleNamespace
 import pytest
 
 from pipeline.errors import MlopsError
-from pipeline.settings import apply_overrides, find_repo_config, resolve_settings
+from pipeline.manifest import load_manifest
+from pipeline.settings import apply_overrides, check_folders, find_repo_config, resolve_settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_layers_later_wins() -> None:
@@ -40,7 +43,8 @@ def test_overrides_reach_model_options() -> None:
     data, params = apply_overrides(manifest, settings)
     assert data == {"source": "lfw", "input_size": 96}
     assert params["weights"] == "none"
-    assert "weights" not in apply_overrides(SimpleNamespace(data={}, params={}), settings)[1]
+    weights_only = resolve_settings({}, {}, {"weights": "none"}, environ={})
+    assert "weights" not in apply_overrides(SimpleNamespace(data={}, params={}), weights_only)[1]
     bad = resolve_settings({}, {}, {"overrides": ["source=lfw"]}, environ={})
     with pytest.raises(MlopsError, match="--set data.NAME=VALUE"):
         apply_overrides(manifest, bad)
@@ -53,3 +57,52 @@ def test_repo_config_is_found_above_the_model(tmp_path: Path, monkeypatch: pytes
     model = tmp_path / "models" / "m"
     model.mkdir(parents=True)
     assert find_repo_config(model) == tmp_path / "mlops.yaml"
+
+
+def test_range_errors_name_the_setting_and_its_source(tmp_path: Path) -> None:
+    repo = tmp_path / "mlops.yaml"
+    with pytest.raises(MlopsError) as error:
+        resolve_settings({}, {"tune": {"timeout": -1}}, {}, repo, environ={})
+    assert str(error.value) == (
+        f"setting timeout=-1.0 (from {repo} tune.timeout) must be more than 0 seconds, or none for no limit"
+    )
+    with pytest.raises(
+        MlopsError, match=r"grace_period=2 \(from MLOPS_GRACE_PERIOD\) must exceed heartbeat_interval=2"
+    ):
+        resolve_settings({}, {}, {}, environ={"MLOPS_HEARTBEAT_INTERVAL": "2", "MLOPS_GRACE_PERIOD": "2"})
+    with pytest.raises(MlopsError, match=r"max_trials=0 \(from model.yaml tune.max_trials\) must be at least 1"):
+        resolve_settings({"max_trials": 0}, {}, {}, environ={})
+    assert resolve_settings({}, {}, {}, environ={"MLOPS_TIMEOUT": "none"}).timeout is None
+
+
+def test_folder_probe_leaves_no_trace(tmp_path: Path) -> None:
+    settings = resolve_settings({}, {}, {"runs_dir": tmp_path / "a" / "b", "cache_dir": tmp_path / "c"}, environ={})
+    check_folders(settings)
+    assert list(tmp_path.iterdir()) == []  # created to prove it can be, then removed
+    (tmp_path / "file").write_text("x")
+    blocked = resolve_settings({}, {}, {"cache_dir": tmp_path / "file" / "cache"}, environ={})
+    with pytest.raises(MlopsError, match=r"setting cache_dir=.*/file/cache \(from --cache-dir\) cannot be created"):
+        check_folders(blocked)
+
+
+def test_overrides_are_checked_against_what_the_model_reads() -> None:
+    manifest = load_manifest(ROOT / "models" / "face_vgg16")
+    ok = resolve_settings({}, {}, {"overrides": ["data.data_home=/tmp/sk", "params.patience=null"]}, environ={})
+    data, params = apply_overrides(manifest, ok)
+    assert data["data_home"] == "/tmp/sk" and params["patience"] is None  # declared, though not listed in data:
+    for item, message in [
+        ("data.input_size=big", "--set: data.input_size='big' must be a whole number (int)"),
+        ("data.input_size=16", "--set: data.input_size=16 must be >= 32"),
+        ("params.weight=none", "--set: params.weight is not an option this model reads; allowed: patience, weights"),
+        ("data.x=[", "--set 'data.x=[': the value is not valid YAML"),
+    ]:
+        with pytest.raises(MlopsError) as error:
+            apply_overrides(manifest, resolve_settings({}, {}, {"overrides": [item]}, environ={}))
+        assert str(error.value).startswith(message)
+
+
+def test_overrides_of_a_model_without_declarations_must_name_listed_options() -> None:
+    manifest = SimpleNamespace(data={"source": "a"}, params={})
+    bad = resolve_settings({}, {}, {"overrides": ["data.sorce=b"]}, environ={})
+    with pytest.raises(MlopsError, match=r"--set data.sorce=b: the model has no data option 'sorce' \(its model.yaml"):
+        apply_overrides(manifest, bad)

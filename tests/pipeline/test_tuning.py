@@ -84,7 +84,10 @@ def test_search_meets_goal_registers_champion_and_reuses_the_cache(offline_env: 
 
 def test_unreachable_goal_is_an_honest_failure(offline_env: dict, tmp_path: Path) -> None:
     result = mlops(
-        tune_args(tmp_path, "--goal", "1.01", "--max-trials", "2", "--set", "data.input_size=32"), tmp_path, offline_env
+        # Unreachable: the Wilson lower bound of an accuracy stays below 1.
+        tune_args(tmp_path, "--goal", "1", "--goal-confidence", "--max-trials", "2", "--set", "data.input_size=32"),
+        tmp_path,
+        offline_env,
     )
     assert result.returncode == 3, result.stdout + result.stderr
     assert "goal NOT met" in result.stdout
@@ -116,7 +119,7 @@ def test_same_study_again_with_a_higher_goal_continues_it(offline_env: dict, tmp
     args = tune_args(tmp_path, "--set", "data.input_size=32", "--study-name", "faces", "--max-trials", "1")
     first = mlops([*args, "--goal", "0.5"], tmp_path, offline_env)
     assert first.returncode == 0, first.stdout + first.stderr
-    second = mlops([*args[:-2], "--max-trials", "2", "--goal", "1.01"], tmp_path, offline_env)
+    second = mlops([*args[:-2], "--max-trials", "2", "--goal", "1", "--goal-confidence"], tmp_path, offline_env)
     assert second.returncode == 3, second.stdout + second.stderr
     assert "1 finished trial(s) so far" in second.stdout
     summary = json.loads((tmp_path / "mlops-runs" / "face_vgg16" / "summary.json").read_text())
