@@ -11,9 +11,10 @@ import sys
 
 import typer
 
+from pipeline import interrupts
 from pipeline.errors import ExitCode, MlopsError
 
-_STAGES = ("detect", "classify", "build", "tune", "run")
+_STAGES = ("detect", "classify", "build", "tune", "run", "notify")
 
 app = typer.Typer(
     name="mlops",
@@ -29,9 +30,12 @@ for _stage in _STAGES:
 
 def main() -> None:
     """Console entry point: run the app, turning an ``MlopsError`` into one line and a code."""
+    interrupts.install()  # Ctrl-C and SIGTERM stop cleanly: one line, exit 130 / 143
     try:
         # Without standalone mode, click returns the code of a ``typer.Exit`` instead of exiting.
         code = app(standalone_mode=False)
+    except KeyboardInterrupt as stop:  # arrived outside a command (typer turns one inside into 130)
+        interrupts.stopped(stop, "")
     except MlopsError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
@@ -47,6 +51,10 @@ def main() -> None:
             error.show()
             sys.exit(ExitCode.USAGE)
         raise
+    received = interrupts.received()
+    if received is not None:  # ``tune`` cleaned up and said what it kept
+        print(received.message or "interrupted; run the same command to continue", file=sys.stderr)
+        sys.exit(interrupts.exit_code(received))
     sys.exit(code if isinstance(code, int) else ExitCode.OK)
 
 

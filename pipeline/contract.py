@@ -68,6 +68,7 @@ class TrialContext:
         checkpoint_dir: resumable state; a retried trial gets the folder of the trial it retries.
         goal_metric: the metric ``report`` must include, e.g. ``val_accuracy``.
         direction: ``maximize`` or ``minimize``.
+        log: prints one line for the user (e.g. a damaged checkpoint set aside).
     """
 
     number: int
@@ -76,6 +77,7 @@ class TrialContext:
     checkpoint_dir: Path
     goal_metric: str = "val_accuracy"
     direction: str = "maximize"
+    log: Callable[[str], None] = print
 
 
 @dataclass
@@ -175,7 +177,7 @@ def load_plugin(model_dir: Path) -> ModelPlugin:
     """
     manifest = load_manifest(Path(model_dir))
     folder = manifest.folder.resolve()
-    entry = folder / manifest.entrypoint
+    entry = manifest.entry  # resolved, and refused when it points outside the folder
     if not entry.is_file():
         raise MlopsError(f"{manifest.path}: entrypoint {manifest.entrypoint!r} not found in {folder}")
     package = f"mlops_models.{manifest.name.replace('-', '_').replace('.', '_')}"

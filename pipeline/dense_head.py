@@ -75,6 +75,7 @@ def train_classifier(
         checkpoint_dir=trial.checkpoint_dir,
         report=trial.report,
         patience=patience,
+        log=trial.log,
     )
     return TrainResult(outcome.best_value, model, outcome.history, n_val=len(labels["val"]))
 

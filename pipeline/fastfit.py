@@ -10,20 +10,26 @@ tensors already in memory.
 What it keeps from ``fit``: shuffling per epoch, dropout in training mode, early stopping
 that restores the best weights, and resumable state: after every epoch the weights, the
 optimizer's variables, the best epoch's weights and the history go to
-``<checkpoint_dir>/latest.npz`` (one atomic write), so a killed process resumes at the next
-epoch; when the fit ends, the best epoch's weights go to ``best.npz``.
+``<checkpoint_dir>/latest.npz`` (one atomic write, the one before kept as
+``latest.previous.npz``), so a killed process resumes at the next epoch; when the fit ends,
+the best epoch's weights go to ``best.npz``. Each file holds a SHA-256 of its arrays: a
+damaged or foreign checkpoint is reported in one line and the fit resumes from the previous
+one, or from scratch (``pipeline/checkpoints.py``).
 """
 
 from __future__ import annotations
 
+import io
 import json
-import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.checkpoints import DamagedCheckpoint, array_digest, load_good, write_atomic
 
 ReportFn = Callable[[int, Mapping[str, float]], None]
 
@@ -57,6 +63,7 @@ def fit_classifier(
     checkpoint_dir: Path,
     report: ReportFn | None = None,
     patience: int | None = 10,
+    log: Callable[[str], None] | None = None,
 ) -> FitOutcome:
     """Train ``model`` (softmax output) with sparse categorical cross-entropy.
 
@@ -71,6 +78,7 @@ def fit_classifier(
         checkpoint_dir: where ``latest.npz`` and ``best.npz`` live.
         report: called after each epoch with its metrics; may raise to stop (pruning).
         patience: epochs without improvement before stopping; ``None`` never stops early.
+        log: gets the one line about a damaged checkpoint (default: standard error).
 
     Returns:
         The outcome; ``model`` holds the best epoch's weights.
@@ -85,7 +93,7 @@ def fit_classifier(
 
     history: dict[str, list[float]] = {k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy")}
     start, best_value, best_epoch, best_weights = 0, -1.0, -1, model.get_weights()
-    state = _load(checkpoint_dir / "latest.npz")
+    state = _load(checkpoint_dir / "latest.npz", model, optimizer, log or _stderr)
     if state is not None:
         _restore(model, optimizer, state["weights"], state["optimizer"])
         history, best_value, best_epoch = state["history"], state["best_value"], state["best_epoch"]
@@ -154,27 +162,48 @@ def _compile_epoch(model: Any, optimizer: Any, x: Any, y: Any, xv: Any, yv: Any,
 def _save(
     path: Path, weights: list[np.ndarray], optimizer: Any, best: list[np.ndarray] | None, meta: dict[str, Any]
 ) -> None:
-    arrays = {f"w{i}": w for i, w in enumerate(weights)}
+    arrays = {f"w{i}": np.asarray(w) for i, w in enumerate(weights)}
     if optimizer is not None:
         arrays.update({f"o{i}": np.asarray(v) for i, v in enumerate(optimizer.variables)})
     if best is not None:
-        arrays.update({f"b{i}": w for i, w in enumerate(best)})
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
-    os.replace(tmp, path)  # a kill mid-write leaves the previous checkpoint intact
+        arrays.update({f"b{i}": np.asarray(w) for i, w in enumerate(best)})
+    buffer = io.BytesIO()
+    meta = {**meta, "sha256": array_digest(arrays)}
+    np.savez(buffer, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]
+    # A kill mid-write leaves the previous checkpoint intact; latest.npz keeps its predecessor.
+    write_atomic(path, buffer.getvalue(), keep_previous=path.name == "latest.npz")
 
 
-def _load(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    with np.load(path) as data:
-        meta = json.loads(str(data["meta"]))
+def _load(path: Path, model: Any, optimizer: Any, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The last good checkpoint at ``path`` (or its predecessor) that fits ``model``, else ``None``."""
+    shapes = {
+        "w": [tuple(np.shape(w)) for w in model.get_weights()],
+        "o": [tuple(v.shape) for v in optimizer.variables] if optimizer is not None else None,
+    }
+    return load_good(path, lambda data: _parse(data, shapes), log)
 
-        def group(prefix: str) -> list[np.ndarray]:
-            return [data[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) for k in data.files))]
 
-        return {**meta, "weights": group("w"), "optimizer": group("o"), "best": group("b")}
+def _parse(data: bytes, shapes: dict[str, list[tuple[int, ...]] | None]) -> dict[str, Any]:
+    with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        arrays = {name: npz[name] for name in npz.files if name != "meta"}
+        meta = json.loads(str(npz["meta"]))
+    if meta.pop("sha256", None) != array_digest(arrays):
+        raise DamagedCheckpoint("checksum mismatch")
+
+    def group(prefix: str) -> list[np.ndarray]:
+        return [arrays[f"{prefix}{i}"] for i in range(sum(k.startswith(prefix) for k in arrays))]
+
+    state = {**meta, "weights": group("w"), "optimizer": group("o"), "best": group("b")}
+    for key, prefix in (("weights", "w"), ("best", "w"), ("optimizer", "o")):
+        expected, found = shapes[prefix], [tuple(a.shape) for a in state[key]]
+        optional = key != "weights"  # the optimizer's and the best epoch's state may be absent
+        if (found or not optional) and expected is not None and found != expected:  # never restore a misfit
+            raise DamagedCheckpoint(f"{key} shapes {found} do not fit the model's {expected}")
+    return state
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _restore(model: Any, optimizer: Any, weights: list[np.ndarray], opt_values: list[np.ndarray] | None) -> None:

@@ -12,7 +12,8 @@ import optuna
 
 from pipeline.confidence import wilson_interval
 from pipeline.contract import ModelPlugin, TrainResult, TrialContext
-from pipeline.study import WORKER_ATTR, trial_origin, worker_id
+from pipeline.sampling import duplicate_of
+from pipeline.study import INTERRUPTED_ATTR, WORKER_ATTR, trial_origin, worker_id
 from pipeline.summary import GoalSpec
 from pipeline.tracking import STUDY_TAG, TRIAL_TAG, Tracker
 
@@ -66,9 +67,32 @@ class Objective:
         self.tags, self.seed, self.log = dict(tags), seed, log
         self.best: tuple[int, TrainResult] | None = None  # kept so the winner is not retrained
         self.logging_seconds = 0.0
+        self._run_id: str | None = None  # the running trial's MLflow run
 
     def __call__(self, trial: optuna.Trial) -> float:
-        """Run one trial; raises ``optuna.TrialPruned`` when the pruner stops it."""
+        """Run one trial; raises ``optuna.TrialPruned`` when the pruner stops it.
+
+        On Ctrl-C / SIGTERM (``KeyboardInterrupt``) the trial's checkpoint stays, the trial is
+        marked for retry (``INTERRUPTED_ATTR``) and its MLflow run ends KILLED.
+        """
+        self._run_id = None
+        try:
+            return self._trial(trial)
+        except KeyboardInterrupt:
+            self._interrupted(trial)
+            raise
+
+    def _interrupted(self, trial: optuna.Trial) -> None:
+        try:
+            trial.set_user_attr(INTERRUPTED_ATTR, True)
+            if self._run_id is not None:
+                # No per-epoch history: the retry logs the whole curve once, into this same run.
+                self.tracker.log(self._run_id, tags={"optuna.state": "INTERRUPTED"})
+                self.tracker.finish(self._run_id, "KILLED")
+        except Exception as error:  # a store that fails now must not turn the stop into a crash
+            self.log(f"trial {trial.number}: could not record the interrupt ({type(error).__name__}: {error})")
+
+    def _trial(self, trial: optuna.Trial) -> float:
         params = self.plugin.manifest.search_space.sample(trial)
         origin = trial_origin(trial)
         checkpoint_dir = self.checkpoints / f"trial-{origin:04d}"
@@ -79,7 +103,13 @@ class Objective:
         run_id = self._timed(
             self.tracker.trial_run, trial.user_attrs.get("mlflow_run_id"), self.parent_id, f"trial-{trial.number}", tags
         )
+        self._run_id = run_id
         trial.set_user_attr("mlflow_run_id", run_id)
+        same = duplicate_of(trial.study, trial)
+        if same is not None:  # never train a finished trial's parameters again
+            self._close(run_id, params, {}, {}, "PRUNED", "FINISHED", extra={"duplicate_of": str(same)})
+            self.log(f"trial {trial.number:3d}  pruned    same parameters as trial {same}; not trained again")
+            raise optuna.TrialPruned(f"same parameters as trial {same}")
         seen: dict[str, dict[int, float]] = {}
         started = time.perf_counter()
 
@@ -91,7 +121,7 @@ class Objective:
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         context = TrialContext(
-            trial.number, self.seed + origin, report, checkpoint_dir, self.goal.metric, self.goal.direction
+            trial.number, self.seed + origin, report, checkpoint_dir, self.goal.metric, self.goal.direction, self.log
         )
         try:
             result = self.plugin.train(self.data, params, context)
@@ -112,7 +142,8 @@ class Objective:
             trial.set_user_attr("interval", list(interval))
             metrics.update({f"{self.goal.metric}_lower95": interval[0], f"{self.goal.metric}_upper95": interval[1]})
         self._close(run_id, params, metrics, result.history, "COMPLETE", "FINISHED", goal_met=met)
-        (checkpoint_dir / "latest.npz").unlink(missing_ok=True)  # keep only the best epoch's weights
+        for name in ("latest.npz", "latest.previous.npz"):  # keep only the best epoch's weights
+            (checkpoint_dir / name).unlink(missing_ok=True)
         if self._better(result.value):
             self.best = (trial.number, result)
         state = "goal met" if met else "complete"
@@ -133,8 +164,9 @@ class Objective:
         state: str,
         status: str,
         goal_met: bool = False,
+        extra: Mapping[str, str] | None = None,
     ) -> None:
-        tags = {"optuna.state": state, "goal_met": str(goal_met).lower()}
+        tags = {"optuna.state": state, "goal_met": str(goal_met).lower(), **(extra or {})}
         self._timed(self.tracker.log, run_id, params=flatten(params), metrics=metrics, tags=tags, history=history)
         self._timed(self.tracker.finish, run_id, status)
 

@@ -1,4 +1,9 @@
-"""After the search: score the best trial on the test split, draw, log, register, summarise."""
+"""After the search: score the best trial on the test split, draw, log, register, summarise.
+
+Every worker of a study gets here and writes its own summary, but the best trial's model is
+logged once and registered once (``run_once``): two workers finishing together would
+otherwise register it twice.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from pipeline import plots
 from pipeline.contract import ModelPlugin, TrainResult, TrialContext
 from pipeline.objective import Objective
 from pipeline.settings import TuneSettings
-from pipeline.study import counts, goal_met_trials, trial_origin
+from pipeline.study import counts, goal_met_trials, run_once, trial_origin
 from pipeline.study import redact as redact_url
 from pipeline.summary import BestTrial, GoalSpec, TuneSummary
 from pipeline.tracking import Tracker
@@ -45,6 +50,7 @@ def _result_of(
         replay,
         objective.goal.metric,
         objective.goal.direction,
+        objective.log,
     )
     return plugin.train(data, params, context)
 
@@ -125,13 +131,20 @@ def finish_study(
     tracker.log(parent_id, metrics=best_metrics, tags={"goal_met": str(summary.goal_met).lower()})
     _log_plots(tracker, parent_id, summary.plots)
     if run_id:
-        tracker.log(run_id, metrics={test_metric: evaluation.value})
-        _log_plots(tracker, run_id, summary.plots)
-        exported = plugin.export(data, result)
-        register = summary.goal_met and settings.register
-        summary.registered_model = tracker.log_and_register(
-            run_id, exported, plugin.manifest.name, register, {"study": study.study_name, "trial": str(trial.number)}
-        )
+
+        def log_model() -> str:
+            tracker.log(run_id, metrics={test_metric: evaluation.value})
+            _log_plots(tracker, run_id, summary.plots)
+            return tracker.log_model(run_id, plugin.export(data, result))
+
+        model_uri = run_once(study, f"model-{trial.number}", log_model)
+        if summary.goal_met and settings.register:
+            tags = {"study": study.study_name, "trial": str(trial.number)}
+            summary.registered_model = run_once(
+                study,
+                f"registered-{trial.number}",
+                lambda: tracker.register(model_uri, run_id, plugin.manifest.name, tags),
+            )
     return summary
 
 

@@ -2,30 +2,37 @@
 
 The study lives in RDB storage (SQLite by default, PostgreSQL to share it between machines)
 with a heartbeat, so a trial whose process died is failed and retried with the same
-parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``.
+parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``; a trial stopped by Ctrl-C or
+SIGTERM is retried the same way. The sampler is seeded per trial number, so a resumed study
+or a second worker never replays the draws of trials the study already has.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import random
 import socket
 import time
+import uuid
 import warnings
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import optuna
+from optuna.samplers import TPESampler
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.errors import MlopsError
+from pipeline.sampling import TrialSeededSampler
 from pipeline.settings import TuneSettings
 from pipeline.summary import GoalSpec
 
 WORKER_ATTR = "worker"
+INTERRUPTED_ATTR = "interrupted"  # set on a trial stopped by Ctrl-C / SIGTERM: retried on the next run
 
 
 def worker_id() -> str:
@@ -57,6 +64,7 @@ def open_study(name: str, direction: str, settings: TuneSettings) -> tuple[optun
         MlopsError: when the storage URL is malformed or its database unreachable.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print our own line per trial
+    _quiet_interrupts()
     # Heartbeats and the retry callback are "experimental" in Optuna 5; they are the documented way.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry, inherit_intermediate_values=True)
@@ -67,7 +75,7 @@ def open_study(name: str, direction: str, settings: TuneSettings) -> tuple[optun
             storage=storage,
             direction=direction,  # type: ignore[arg-type]
             load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=settings.seed, n_startup_trials=5),
+            sampler=TrialSeededSampler(settings.seed, lambda seed: TPESampler(seed=seed, n_startup_trials=5)),
             pruner=make_pruner(settings.pruner),
         )
     except Exception as error:
@@ -128,23 +136,140 @@ def reclaim_dead_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
     Optuna would do the same once their heartbeat is older than the grace period; a trial
     that ran here under a PID that no longer exists is certainly dead, so it is reclaimed at
     once instead of making a restarted run wait. Trials of other machines are left to the
-    heartbeat.
+    heartbeat. Interrupted trials whose run could not queue their retry are retried too.
 
     Returns:
         The numbers of the trials reclaimed.
     """
-    host, namespace, _ = worker_id().split("|")
     reclaimed = []
     retry = storage.get_heartbeat_stale_trial_callback()
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        owner = str(trial.user_attrs.get(WORKER_ATTR, "")).split("|")
-        if len(owner) != 3 or owner[0] != host or owner[1] != namespace or _alive(int(owner[2])):
+        if not _gone(str(trial.user_attrs.get(WORKER_ATTR, ""))):
             continue
-        if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+        if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL) and claim(study, f"retry-{trial.number}"):
             reclaimed.append(trial.number)
             if retry is not None:
                 retry(study, storage.get_trial(trial._trial_id))
-    return reclaimed
+    # An interrupted run queues its trial's retry itself; this finishes one it could not.
+    return sorted(reclaimed + retry_interrupted(study, storage, everyone=True))
+
+
+def retry_interrupted(study: optuna.Study, storage: RDBStorage, everyone: bool = False) -> list[int]:
+    """Queue a retry of each trial left behind by an interrupt.
+
+    A trial stopped by Ctrl-C or SIGTERM is FAIL (Optuna's doing) and marked
+    ``INTERRUPTED_ATTR`` (ours); one of this process left RUNNING (the signal arrived in
+    Optuna's own bookkeeping) is failed here. Each is retried exactly like a trial whose
+    process died: same parameters, same checkpoint folder. Each retry is claimed once in the
+    storage, so the interrupted process and a worker starting meanwhile never both queue it.
+
+    Args:
+        study: the study.
+        storage: its storage (holding the retry callback).
+        everyone: also trials of other processes (a new run picking up what an interrupted
+            clean-up could not finish); else only this process's.
+
+    Returns:
+        The numbers of the trials queued for retry.
+    """
+    me = worker_id()
+    retry = storage.get_heartbeat_stale_trial_callback()
+    trials = study.get_trials(deepcopy=False)
+    retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}  # e.g. by Optuna
+    queued = []
+    for trial in trials:
+        if trial.number in retried or trial.state not in (TrialState.RUNNING, TrialState.FAIL):
+            continue
+        mine = trial.user_attrs.get(WORKER_ATTR) == me
+        if trial.state == TrialState.RUNNING:
+            if not mine or not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        elif not trial.user_attrs.get(INTERRUPTED_ATTR) or not (mine or everyone):
+            continue
+        if not claim(study, f"retry-{trial.number}"):
+            continue  # already retried
+        queued.append(trial.number)
+        if retry is not None:
+            retry(study, storage.get_trial(trial._trial_id))
+    return queued
+
+
+def claim(study: optuna.Study, what: str) -> bool:
+    """Whether this call is the first, in any process, to claim ``what`` for ``study``.
+
+    The claim is a marker study ``<study>.<what>``: study names are unique, so the storage
+    decides atomically.
+    """
+    try:
+        optuna.create_study(study_name=f"{study.study_name}.{what}", storage=study._storage)
+    except optuna.exceptions.DuplicatedStudyError:
+        return False
+    return True
+
+
+def run_once(study: optuna.Study, what: str, work: Callable[[], Any], wait: float = 600.0, poll: float = 0.25) -> Any:
+    """Run ``work`` once for ``study`` however many workers get here; all get its result.
+
+    The first worker claims ``what`` (a marker study, as ``claim``), runs ``work`` and stores
+    its (JSON-serialisable) result on the marker; the others wait for that result. When the
+    claimant died first (this machine, its PID gone) or ``wait`` seconds pass, a waiter
+    takes the work over.
+    """
+    name = f"{study.study_name}.{what}"
+    try:
+        marker = optuna.create_study(study_name=name, storage=study._storage)
+    except optuna.exceptions.DuplicatedStudyError:
+        marker = optuna.load_study(study_name=name, storage=study._storage)
+        deadline = time.monotonic() + wait
+        while True:
+            attrs = marker.user_attrs
+            if "result" in attrs:
+                return attrs["result"]
+            if time.monotonic() > deadline or _gone(str(attrs.get(WORKER_ATTR, ""))):
+                break
+            time.sleep(poll)
+    marker.set_user_attr(WORKER_ATTR, f"{worker_id()}|{_PROCESS_TOKEN}")
+    result = work()
+    marker.set_user_attr("result", result)
+    return result
+
+
+# Tells this process from an earlier one that had its PID (PIDs repeat, in containers often).
+_PROCESS_TOKEN = uuid.uuid4().hex[:12]
+
+
+def _gone(owner: str) -> bool:
+    """Whether the worker ``owner`` (``worker_id``, maybe ``|`` a process token) certainly no longer runs."""
+    host, namespace, _ = worker_id().split("|")
+    parts = owner.split("|")
+    if len(parts) == 4:  # a claim: this very process (another thread of it) is alive
+        if parts[:3] == worker_id().split("|") and parts[3] == _PROCESS_TOKEN:
+            return False
+        parts = parts[:3]
+    return len(parts) == 3 and parts[0] == host and parts[1] == namespace and not _alive(int(parts[2]))
+
+
+class _DropInterruptReports(logging.Filter):
+    """Optuna logs a trial failed by Ctrl-C with a traceback; an interrupt is not a crash."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trials: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        info = record.exc_info
+        if info and info[0] is not None and issubclass(info[0], KeyboardInterrupt):
+            self.trials.add(message.split(" failed", 1)[0])  # "Trial 3"
+            return False
+        # Its second line, "Trial 3 failed with value None.", goes too.
+        return message.split(" failed", 1)[0] not in self.trials
+
+
+def _quiet_interrupts() -> None:
+    logger = logging.getLogger("optuna.study._optimize")  # a filter acts on its own logger's records only
+    if not any(isinstance(f, _DropInterruptReports) for f in logger.filters):
+        logger.addFilter(_DropInterruptReports())
 
 
 def _alive(pid: int) -> bool:

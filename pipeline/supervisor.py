@@ -1,8 +1,8 @@
 """Keep the tune stage alive: restart it from its last checkpoint when it dies.
 
-A run that ends on its own (0: goal met, 3: goal not met, 2: bad input) is final; anything
-else (killed by a signal, out of memory, a crash) is restarted, up to ``max_restarts`` times
-with exponential backoff. The restarted ``mlops tune`` resumes its study (see
+A run that ends on its own (0: goal met, 3: goal not met, 2: bad input, 130: stopped by
+Ctrl-C) is final; anything else (killed by a signal, out of memory, a crash) is restarted,
+up to ``max_restarts`` times with exponential backoff. The restarted ``mlops tune`` resumes its study (see
 ``pipeline/study.py``) and records the restart in MLflow; it learns it is a restart from
 ``MLOPS_RESTARTS`` and ``MLOPS_RESTART_REASON``.
 """
@@ -18,7 +18,8 @@ from pathlib import Path
 from pipeline.errors import ExitCode
 from pipeline.runners import Runner
 
-FINAL_CODES = (ExitCode.OK, ExitCode.USAGE, ExitCode.GOAL_NOT_MET)
+# 130: the tune was stopped by Ctrl-C (interrupts.py): the user asked for it, so no restart.
+FINAL_CODES = (ExitCode.OK, ExitCode.USAGE, ExitCode.GOAL_NOT_MET, 130)
 
 
 def describe_exit(code: int) -> str:

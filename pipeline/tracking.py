@@ -8,9 +8,11 @@ trial lasts well under a second, and one call per epoch would cost more than the
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +43,12 @@ class Tracker:
         import mlflow
 
         self.uri = uri
-        if uri.startswith("sqlite:///"):  # SQLite creates the file, not its folder
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(uri)
-        self.client = _client(uri)
         try:
             _probe(uri)  # MLflow's own retries take ~4 minutes to give up on a closed port
-            self.experiment_id = self._experiment(experiment)
+            with _schema_lock(uri):  # the first call creates the store (and its tables)
+                self.client = _client(uri)
+                self.experiment_id = self._experiment(experiment)
         except Exception as error:  # connection errors surface as many different types
             raise MlopsError(
                 f"MLflow tracking at {uri} unreachable ({type(error).__name__}); start the server or "
@@ -133,21 +134,15 @@ class Tracker:
         """Attach a file (a plot) to a run."""
         self.client.log_artifact(run_id, path, folder)
 
-    def log_and_register(
-        self, run_id: str, exported: Any, name: str, register: bool, tags: Mapping[str, str]
-    ) -> str | None:
-        """Log the model in the best trial's run; register it and alias it ``champion``.
+    def log_model(self, run_id: str, exported: Any) -> str:
+        """Log the model in the best trial's run.
 
         Returns:
-            ``"<name>/<version>"`` when registered, else ``None``.
+            Its model URI (what ``register`` takes).
         """
         import mlflow
         from mlflow.models import infer_signature
 
-        if register:  # another worker on the same study may have registered this trial already
-            done = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
-            if done:
-                return f"{name}/{max(int(v.version) for v in done)}"
         flavor = {"keras": mlflow.keras, "sklearn": mlflow.sklearn}[exported.flavor]
         signature = None
         if exported.input_example is not None:
@@ -163,9 +158,20 @@ class Tracker:
                 pip_requirements=exported.pip_requirements or None,
                 **extra,
             )
-        if not register:
-            return None
-        version = mlflow.register_model(info.model_uri, name, tags=dict(tags))
+        return str(info.model_uri)
+
+    def register(self, model_uri: str, run_id: str, name: str, tags: Mapping[str, str]) -> str:
+        """Register a logged model (unless a version from ``run_id`` exists) and alias it ``champion``.
+
+        Returns:
+            ``"<name>/<version>"``.
+        """
+        import mlflow
+
+        done = self.client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+        if done:  # registered by an earlier run of this study
+            return f"{name}/{max(int(v.version) for v in done)}"
+        version = mlflow.register_model(model_uri, name, tags=dict(tags))
         self.client.set_registered_model_alias(name, "champion", version.version)
         return f"{name}/{version.version}"
 
@@ -174,6 +180,28 @@ class Tracker:
         if not self.uri.startswith(("http://", "https://")):
             return None
         return f"{self.uri.rstrip('/')}/#/experiments/{self.experiment_id}/runs/{run_id}"
+
+
+@contextlib.contextmanager
+def _schema_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store: one process at a time creates its tables.
+
+    MLflow creates and migrates the schema of an empty database on first use; two processes
+    doing so at once fail with alembic's "expected to match one row" (checked: two ``mlops
+    tune`` on a fresh store). A lock file beside the database serialises that first use.
+    """
+    path = uri.removeprefix("sqlite:///")
+    if not uri.startswith("sqlite:///") or not path or path.startswith(":memory:"):
+        yield
+        return
+    database = Path(path)
+    database.parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
+    with open(database.with_name(database.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _probe(uri: str, timeout: float = 5.0) -> None:

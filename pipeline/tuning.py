@@ -3,7 +3,9 @@
 One call prepares the data once, opens (or resumes) the study and its MLflow parent run,
 runs trials until a trial reaches the goal (``study.stop()``), the trial budget or the
 timeout, then scores the best trial once on the test split, logs plots and the model, and
-registers it (alias ``champion``) when the goal was met.
+registers it (alias ``champion``) when the goal was met. Ctrl-C or SIGTERM ends it cleanly:
+the running trial keeps its checkpoint and is queued for retry, its MLflow run and the
+parent run end KILLED, and the same command continues the study.
 """
 
 from __future__ import annotations
@@ -13,15 +15,20 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import RDBStorage
 
+from pipeline import interrupts
 from pipeline.contract import StudyContext, load_plugin
 from pipeline.errors import ExitCode
+from pipeline.failure_streak import FailureStreak
+from pipeline.interrupts import Interrupted
 from pipeline.objective import Objective
+from pipeline.preflight import check_run
 from pipeline.results import finish_study
 from pipeline.settings import TuneSettings, apply_overrides
 from pipeline.study import (
@@ -32,6 +39,7 @@ from pipeline.study import (
     goal_met_trials,
     open_study,
     reclaim_dead_trials,
+    retry_interrupted,
 )
 from pipeline.summary import TuneSummary
 from pipeline.tracking import Tracker
@@ -50,6 +58,16 @@ def study_name_for(manifest: Any, data: dict[str, Any], params: dict[str, Any], 
     return f"{manifest.name}-{digest[:8]}"
 
 
+@dataclass
+class _Progress:
+    """What a search has opened so far: what an interrupt must close."""
+
+    study: optuna.Study | None = None
+    storage: RDBStorage | None = None
+    tracker: Tracker | None = None
+    parent_id: str | None = None
+
+
 def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = print) -> TuneSummary:
     """Run (or resume) the search for the model in ``model_dir``.
 
@@ -59,9 +77,45 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
 
     Raises:
         MlopsError: for bad configuration, unreadable data, unreachable services.
+        Interrupted: after Ctrl-C or SIGTERM, once the running trial is queued for retry
+            (its checkpoint kept) and its MLflow run and the parent run ended KILLED; its
+            ``message`` is the one line to show.
     """
+    progress = _Progress()
+    try:
+        return _search(model_dir, settings, log, progress)
+    except KeyboardInterrupt as stop:
+        raise _stopped(stop, progress, log) from None
+    except Exception:
+        # A bad input or a crash after the parent run opened: the run ends FAILED, not RUNNING.
+        if progress.tracker is not None and progress.parent_id is not None:
+            try:
+                progress.tracker.finish(progress.parent_id, "FAILED")
+            except Exception as error:  # the original error is the one to show
+                log(f"could not close MLflow run {progress.parent_id} ({type(error).__name__}: {error})")
+        raise
+
+
+def _stopped(stop: KeyboardInterrupt, progress: _Progress, log: Callable[[str], None]) -> Interrupted:
+    """Leave the study and MLflow resumable after an interrupt; the line to show."""
+    study, storage, tracker, parent_id = progress.study, progress.storage, progress.tracker, progress.parent_id
+    kept = 0
+    try:
+        if study is not None and storage is not None:
+            retry_interrupted(study, storage)  # the trial that was running: same params, same checkpoint
+            kept = len(finished(study))
+            if tracker is not None and parent_id is not None:
+                tracker.close_orphans(parent_id, live=_live_runs(study))
+                tracker.finish(parent_id, "KILLED")
+    except Exception as error:  # a store failing now must not turn the stop into a crash
+        log(f"interrupted: could not record it all ({type(error).__name__}: {error}); the next run finishes it")
+    return interrupts.stopped(stop, f"interrupted: {kept} trial(s) kept; run the same command to continue")
+
+
+def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None], progress: _Progress) -> TuneSummary:
     started = time.perf_counter()
     plugin = load_plugin(model_dir)
+    check_run(plugin.manifest, settings)  # before any folder, store, run or data
     manifest = plugin.manifest
     goal = replace(
         manifest.goal,
@@ -74,6 +128,7 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(settings.tracking, settings.experiment or manifest.name)  # fail fast, before the data
     study, storage = open_study(name, goal.direction, settings)
+    progress.study, progress.storage, progress.tracker = study, storage, tracker
     log(
         f"study {name} in {settings.storage_url if settings.storage else run_dir.parent / 'optuna.db'}: "
         f"{len(finished(study))} finished trial(s) so far; goal {goal.metric} "
@@ -89,6 +144,7 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     parent_id = claim_parent_run(
         study, lambda run_id: tracker.parent_run(run_id, name, {**tags, "model": manifest.name})
     )
+    progress.parent_id = parent_id
     # MLflow params are write-once: logged when the parent run is made. The goal may change
     # between runs of one study (--goal 0.95 after 0.90), so it goes in tags, which may.
     options = {**{f"data.{k}": v for k, v in data_options.items()}, **{f"params.{k}": v for k, v in params.items()}}
@@ -116,7 +172,14 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
     if goal_met_trials(study, goal):
         log("the goal was already met in this study; reporting its best trial")
     elif len(finished(study)) < settings.max_trials:
-        study.optimize(objective, timeout=settings.timeout, callbacks=[rules], catch=(ArithmeticError, ValueError))
+        streak = FailureStreak(str(manifest.folder))
+        study.optimize(
+            streak.watch(objective),
+            timeout=settings.timeout,
+            callbacks=[rules, streak],
+            catch=(Exception,),  # a trial's crash fails that trial; three alike stop the study
+        )
+        streak.raise_if_stopped(on_stop=lambda: tracker.finish(parent_id, "FAILED"))
     tracker.close_orphans(parent_id, live=_live_runs(study))  # other workers' trials may still be running
 
     summary = finish_study(

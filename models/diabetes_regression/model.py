@@ -6,12 +6,13 @@ splits it once per study, stratified on target quantiles so the small validation
 splits span the whole range. A trial fits ridge, elastic net or an RBF support-vector
 regressor in one go, or grows histogram gradient boosting in ``warm_start`` chunks, reporting
 ``val_rmse`` after each so a hopeless trial is pruned before it finishes. The fitted pipeline
-is checkpointed (joblib) so a retried trial continues where its process died.
+is checkpointed (joblib, with a checksum) so a retried trial continues where its process died.
 """
 
 from __future__ import annotations
 
-import os
+import io
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from pipeline.checkpoints import frame, load_good, unframe, write_atomic
 from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
 from pipeline.errors import MlopsError
 from pipeline.feature_cache import fingerprint
@@ -173,27 +175,29 @@ def _identity(params: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in params.items() if k != _GROWN}
 
 
-def _load_checkpoint(folder: Path, params: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved state of this trial, or ``None`` when there is none it can continue."""
+def _load_checkpoint(folder: Path, params: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The last good saved state of this trial, or ``None`` when there is none it can continue.
+
+    The file's checksum is checked before it is unpickled; a damaged one is reported in one
+    line and the previous checkpoint (or a fresh start) is used instead.
+    """
     import joblib
 
-    path = folder / CHECKPOINT
-    if not path.is_file():
-        return None
-    state = joblib.load(path)
-    if state.get("identity") != _identity(params) or state["done"] > int(params["max_iter"]):
-        return None  # another configuration, or grown past what this trial asks for
+    state = load_good(folder / CHECKPOINT, lambda data: joblib.load(io.BytesIO(unframe(data))), log)
+    if not isinstance(state, dict) or state.get("identity") != _identity(params):
+        return None  # none, or another configuration
+    if state["done"] > int(params["max_iter"]):
+        return None  # grown past what this trial asks for
     return state
 
 
 def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
-    """Write atomically, so a kill mid-write leaves the previous checkpoint intact."""
+    """Write atomically with a checksum, so a kill mid-write leaves the previous checkpoint intact."""
     import joblib
 
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / (CHECKPOINT + ".tmp")
-    joblib.dump(state, tmp)
-    os.replace(tmp, folder / CHECKPOINT)
+    buffer = io.BytesIO()
+    joblib.dump(state, buffer)
+    write_atomic(folder / CHECKPOINT, frame(buffer.getvalue()))
 
 
 def train(data: DiabetesData, params: dict[str, Any], trial: TrialContext) -> TrainResult:
@@ -204,7 +208,7 @@ def train(data: DiabetesData, params: dict[str, Any], trial: TrialContext) -> Tr
     iteration's ``val_rmse`` (``max_iter`` is searched, so the tuner chooses the length).
     """
     params = {**_DEFAULTS, **params}
-    state = _load_checkpoint(trial.checkpoint_dir, params)
+    state = _load_checkpoint(trial.checkpoint_dir, params, trial.log)
     if state is None:
         state = {
             "identity": _identity(params),

@@ -6,17 +6,22 @@ import threading
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from optuna.trial import TrialState
 
+from pipeline.sampling import duplicate_of, trial_seed
 from pipeline.settings import TuneSettings
 from pipeline.study import (
+    INTERRUPTED_ATTR,
     StopRules,
     claim_parent_run,
     goal_met_trials,
     open_study,
     reclaim_dead_trials,
     redact,
+    retry_interrupted,
+    run_once,
     trial_origin,
     worker_id,
 )
@@ -117,3 +122,124 @@ def test_workers_starting_together_share_one_parent_run(tmp_path: Path) -> None:
         thread.join()
     assert len(created) == 1
     assert results == created * 3
+
+
+def draw(study: optuna.Study, count: int) -> None:
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0) + t.suggest_int("k", 1, 1000) / 1000, n_trials=count)
+
+
+def params_of(study: optuna.Study) -> list[tuple[float, int]]:
+    return [(t.params["x"], t.params["k"]) for t in study.get_trials()]
+
+
+def test_a_resumed_study_draws_new_parameters(tmp_path: Path) -> None:
+    first, _ = open_study("s", "maximize", settings_for(tmp_path, seed=3))
+    draw(first, 3)
+    again, _ = open_study("s", "maximize", settings_for(tmp_path, seed=3))  # the restarted command
+    draw(again, 3)
+    assert len(set(params_of(again))) == 6  # was 4: the restart replayed trials 0 and 1
+
+
+def test_parallel_workers_draw_different_parameters(tmp_path: Path) -> None:
+    one, _ = open_study("s", "maximize", settings_for(tmp_path))
+    two, _ = open_study("s", "maximize", settings_for(tmp_path))
+    trials = []
+    for _ in range(3):  # interleaved, as two processes on one study
+        for worker in (one, two):
+            trial = worker.ask()
+            trials.append((trial.suggest_float("x", 0.0, 1.0), trial.suggest_int("k", 1, 1000)))
+            worker.tell(trial, 0.5)
+    assert len(set(trials)) == 6
+
+
+def test_the_same_seed_gives_the_same_first_trials(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, _ = open_study("s", "maximize", settings_for(tmp_path / "a", seed=11))
+    b, _ = open_study("s", "maximize", settings_for(tmp_path / "b", seed=11))
+    c, _ = open_study("c", "maximize", settings_for(tmp_path / "b", seed=12))
+    for study in (a, b, c):
+        draw(study, 2)
+    assert params_of(a) == params_of(b)
+    assert params_of(a)[0] != params_of(c)[0]
+
+
+def test_trial_seed_depends_on_seed_and_number() -> None:
+    assert trial_seed(42, 0) == trial_seed(42, 0)
+    assert len({trial_seed(42, 0), trial_seed(42, 1), trial_seed(43, 0)}) == 3
+
+
+def test_a_finished_parameter_set_is_found(tmp_path: Path) -> None:
+    study, _ = open_study("s", "maximize", settings_for(tmp_path))
+    study.enqueue_trial({"x": 0.25})
+    study.enqueue_trial({"x": 0.25})
+    study.optimize(lambda t: t.suggest_float("x", 0.0, 1.0), n_trials=1)
+    second = study.ask()
+    second.suggest_float("x", 0.0, 1.0)
+    assert duplicate_of(study, second) == 0
+    third = study.ask()
+    third.suggest_float("x", 0.0, 1.0)  # a fresh draw
+    assert duplicate_of(study, third) is None
+
+
+def test_an_interrupted_trial_is_retried_once_with_its_parameters(tmp_path: Path) -> None:
+    study, storage = open_study("s", "maximize", settings_for(tmp_path))
+    trial = study.ask()
+    x = trial.suggest_float("x", 0.0, 1.0)
+    trial.set_user_attr("worker", worker_id())
+    trial.set_user_attr(INTERRUPTED_ATTR, True)
+    study.tell(trial, state=TrialState.FAIL)  # what Optuna does with a KeyboardInterrupt
+    left_running = study.ask()  # the signal arrived in Optuna's own bookkeeping
+    left_running.suggest_float("x", 0.0, 1.0)
+    left_running.set_user_attr("worker", worker_id())
+
+    assert retry_interrupted(study, storage) == [trial.number, left_running.number]
+    assert retry_interrupted(study, storage) == []  # already queued: never twice
+    again, storage2 = open_study("s", "maximize", settings_for(tmp_path))
+    assert reclaim_dead_trials(again, storage2) == []
+    waiting = again.get_trials(states=(TrialState.WAITING,))
+    assert [trial_origin(t) for t in waiting] == [trial.number, left_running.number]
+    assert waiting[0].params == {"x": x}
+
+
+def test_a_later_run_retries_an_interrupt_its_run_could_not_queue(tmp_path: Path) -> None:
+    study, _ = open_study("s", "maximize", settings_for(tmp_path))
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    host, namespace, _ = worker_id().split("|")
+    trial.set_user_attr("worker", f"{host}|{namespace}|{dead_pid()}")
+    trial.set_user_attr(INTERRUPTED_ATTR, True)
+    study.tell(trial, state=TrialState.FAIL)
+    again, storage = open_study("s", "maximize", settings_for(tmp_path))
+    assert reclaim_dead_trials(again, storage) == [trial.number]
+    assert reclaim_dead_trials(again, storage) == []
+
+
+def test_run_once_runs_the_work_once_across_workers(tmp_path: Path) -> None:
+    calls: list[int] = []
+    results: list[str] = []
+
+    def work() -> str:
+        time.sleep(0.5)
+        calls.append(1)
+        return "model/1"
+
+    def worker() -> None:
+        study, _ = open_study("shared", "maximize", settings_for(tmp_path))
+        results.append(run_once(study, "registered-0", work, wait=20))
+
+    threads = [threading.Thread(target=worker) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(calls) == 1
+    assert results == ["model/1"] * 3
+
+
+def test_run_once_takes_over_from_a_dead_claimant(tmp_path: Path) -> None:
+    study, _ = open_study("s", "maximize", settings_for(tmp_path))
+    marker = optuna.create_study(study_name="s.registered-0", storage=study._storage)
+    host, namespace, _ = worker_id().split("|")
+    marker.set_user_attr("worker", f"{host}|{namespace}|{dead_pid()}")  # killed mid-registration
+    assert run_once(study, "registered-0", lambda: "model/1", wait=60) == "model/1"

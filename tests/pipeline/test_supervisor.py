@@ -56,3 +56,14 @@ def test_bad_input_is_not_retried(tmp_path: Path) -> None:
     result = Supervisor(runner, max_restarts=3, backoff=0.01, log=lambda line: None).run([], {}, tmp_path)
     assert result.exit_code == 2 and result.restarts == 0
     assert describe_exit(1) == "crashed (exit 1)"
+
+
+def test_a_tune_stopped_by_ctrl_c_is_not_restarted(tmp_path: Path) -> None:
+    """130 is ``mlops tune``'s clean stop after Ctrl-C: the user asked for it; 143 (SIGTERM) is restarted."""
+    script = tmp_path / "stopped.py"
+    script.write_text("import sys; sys.exit(int(sys.argv[1]))")
+    runner = LocalRunner(out=io.StringIO(), entrypoint=[sys.executable, str(script)])
+    stopped = Supervisor(runner, max_restarts=2, backoff=0.01, log=lambda line: None).run(["130"], {}, tmp_path)
+    terminated = Supervisor(runner, max_restarts=2, backoff=0.01, log=lambda line: None).run(["143"], {}, tmp_path)
+    assert (stopped.exit_code, stopped.restarts) == (130, 0)
+    assert (terminated.exit_code, terminated.restarts) == (143, 2)
