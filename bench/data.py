@@ -36,7 +36,7 @@ class Split:
 def face_modules() -> tuple[Any, Any, Any]:
     """The face model's manifest and its ``faces`` and ``backbone`` modules, imported as the
     pipeline imports them."""
-    from pipeline.contract import load_plugin
+    from pipeline.sdk.contract import load_plugin
 
     plugin = load_plugin(MODEL_DIR)
     package = plugin.module.__name__.rsplit(".", 1)[0]

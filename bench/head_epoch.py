@@ -1,6 +1,6 @@
 """Per-epoch cost of training a dense head on cached features: Keras ``fit`` against ``fastfit``.
 
-Why ``pipeline/fastfit.py`` exists: on a few hundred feature vectors ``model.fit`` spends most
+Why ``pipeline/sdk/keras/fastfit.py`` exists: on a few hundred feature vectors ``model.fit`` spends most
 of each epoch in its own machinery. Run: ``.venv/bin/python -m bench.head_epoch`` (about a
 minute on 2 cores). Synthetic features of the face model's shape (512-d, 40 classes, 240
 train / 80 validation, as Olivetti's split), batch 32, 30 epochs, one 256-unit layer.
@@ -46,7 +46,7 @@ def main() -> None:
     """Print the median seconds per trial and per epoch of each way."""
     import keras
 
-    from pipeline.fastfit import fit_classifier
+    from pipeline.sdk.keras.fastfit import fit_classifier
 
     parser = argparse.ArgumentParser(description="Keras fit against fastfit on cached feature vectors.")
     parser.add_argument("--units", default="256", help="widths of the dense layers, comma-separated")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.data import DATASETS, ResultFile, contender_parser, deadline_callback, load_split, preprocess
-from pipeline.dense_head import make_optimizer
+from pipeline.sdk.keras.dense_head import make_optimizer
 
 # (trials, epochs per trial / Hyperband max_epochs, early-stopping patience)
 FULL = (40, 20, 5)

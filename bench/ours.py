@@ -6,7 +6,7 @@ tuner's own ``wall_seconds`` from ``summary.json`` is reported beside it. A cold
 empty cache and a fresh work folder (Optuna and MLflow databases created on first use); a
 warm run reuses the cache and the databases, but always under a new study name, so no
 trial is ever shared. ``--profile`` runs the command under cProfile and adds the time spent
-in every MLflow call (``pipeline/tracking.py``, not only the per-trial logging it prints).
+in every MLflow call (``pipeline/tracking/tracker.py``, not only the per-trial logging it prints).
 
 Run: ``python -m bench.ours --dataset lfw --cache-dir /tmp/c --work-dir /tmp/w --result r.json``
 """
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def profile_breakdown(path: Path) -> dict[str, Any]:
-    """Seconds in MLflow (every ``pipeline/tracking.py`` call from outside it) and other stages."""
+    """Seconds in MLflow (every ``pipeline/tracking/tracker.py`` call from outside it) and other stages."""
     import pstats
 
     stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
@@ -144,16 +144,16 @@ def profile_breakdown(path: Path) -> dict[str, Any]:
                 seconds += sum(edge[3] for caller, edge in callers.items() if file_part not in caller[0])
         return seconds
 
-    mlflow_s = outside_calls("pipeline/tracking.py")
+    mlflow_s = outside_calls("pipeline/tracking/tracker.py")
     return {
         "profile_total_s": total,
         "mlflow_total_s": mlflow_s,
         "mlflow_total_share": mlflow_s / total,
-        "prepare_s": outside_calls("pipeline/contract.py", "prepare"),
+        "prepare_s": outside_calls("pipeline/sdk/contract.py", "prepare"),
         "optimize_s": outside_calls("optuna/study/study.py", "optimize"),
-        "finish_s": outside_calls("pipeline/results.py", "finish_study"),
-        "export_s": outside_calls("pipeline/contract.py", "export"),
-        "plots_s": outside_calls("pipeline/plots.py"),
+        "finish_s": outside_calls("pipeline/tune/results.py", "finish_study"),
+        "export_s": outside_calls("pipeline/sdk/contract.py", "export"),
+        "plots_s": outside_calls("pipeline/tracking/plots.py"),
     }
 
 

@@ -11,8 +11,8 @@ import sys
 
 import typer
 
-from pipeline import interrupts
 from pipeline.errors import ExitCode, MlopsError
+from pipeline.tune import interrupts
 
 _STAGES = ("detect", "classify", "build", "tune", "run", "notify")
 

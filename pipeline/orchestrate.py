@@ -67,10 +67,10 @@ def run_push(options: PushOptions, log: Callable[[str], None] = print) -> int:
         0 when every changed model met its goal (or none changed), 3 when one missed its
         goal, 4 when one failed to classify, build or tune.
     """
-    from pipeline.changes import changed_models
-    from pipeline.ci_summary import publish_github, render_markdown, write_summary
-    from pipeline.notify import NotifySettings, flush_outbox, outboxes
-    from pipeline.settings import find_repo_config, read_repo_config
+    from pipeline.config.settings import find_repo_config, read_repo_config
+    from pipeline.detect.changes import changed_models
+    from pipeline.report.ci_summary import publish_github, render_markdown, write_summary
+    from pipeline.report.notify.deliver import NotifySettings, flush_outbox, outboxes
 
     repo = options.repo.resolve()
     if options.notify not in NOTIFY_MODES:
@@ -118,11 +118,11 @@ def _one_model(
     commit: str,
     log: Callable[[str], None],
 ) -> ModelOutcome:
-    from pipeline.classify import classify_model
-    from pipeline.manifest import load_manifest
-    from pipeline.notify import event_for, notify
-    from pipeline.runners import DockerRunner, choose_runner
-    from pipeline.supervisor import Supervisor, describe_exit
+    from pipeline.config.manifest import load_manifest
+    from pipeline.detect.classify import classify_model
+    from pipeline.execute.runners import DockerRunner, choose_runner
+    from pipeline.execute.supervisor import Supervisor, describe_exit
+    from pipeline.report.notify.deliver import event_for, notify
 
     outcome = ModelOutcome(folder)
     log(f"== {folder}")
@@ -135,7 +135,7 @@ def _one_model(
         outcome.stage = "build"
         runner = choose_runner(options.runner)
         if isinstance(runner, DockerRunner):
-            from pipeline.containers import build_image
+            from pipeline.build.images import build_image
 
             built = build_image(
                 model_dir,

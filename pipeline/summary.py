@@ -11,7 +11,9 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+Direction = Literal["maximize", "minimize"]  # which way the goal metric is better
 
 
 @dataclass
@@ -27,7 +29,7 @@ class GoalSpec:
     """
 
     metric: str = "val_accuracy"
-    direction: str = "maximize"
+    direction: Direction = "maximize"
     target: float = 0.9
     confidence: bool = False
 

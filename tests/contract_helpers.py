@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pipeline.contract import ModelPlugin, StudyContext, TrialContext
+from pipeline.sdk.contract import ModelPlugin, StudyContext, TrialContext
 
 
 class Reports:

@@ -20,11 +20,21 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from pipeline.checkpoints import frame, load_good, unframe, write_atomic
-from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
-from pipeline.errors import MlopsError
-from pipeline.feature_cache import fingerprint
-from pipeline.splits import split_fractions, three_way_split
+from pipeline.sdk import (
+    Evaluation,
+    ExportedModel,
+    MlopsError,
+    StudyContext,
+    TrainResult,
+    TrialContext,
+    fingerprint,
+    frame,
+    load_good,
+    split_fractions,
+    three_way_split,
+    unframe,
+    write_atomic,
+)
 
 ESTIMATORS = ("ridge", "elasticnet", "svr", "hist_gradient_boosting")
 CHECKPOINT = "estimator.joblib"

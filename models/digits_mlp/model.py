@@ -3,7 +3,7 @@
 The data ships inside scikit-learn (``load_digits``: 1797 images, 64 pixel intensities 0..16,
 ten classes), so no download is needed. ``prepare`` splits it once per study, stratified per
 digit; every trial builds a dense network whose first layer does the scaling, so the exported
-model takes raw pixel intensities, and fits it with ``pipeline.fastfit`` (per-epoch report for
+model takes raw pixel intensities, and fits it with ``pipeline.sdk.keras.fastfit`` (per-epoch report for
 pruning, ``latest.npz`` checkpoints for resuming a killed trial).
 """
 
@@ -14,11 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
-from pipeline.dense_head import dense_layers, evaluate_classifier, train_classifier
-from pipeline.errors import MlopsError
-from pipeline.feature_cache import fingerprint
-from pipeline.splits import split_fractions, three_way_split
+from pipeline.sdk import (
+    Evaluation,
+    ExportedModel,
+    MlopsError,
+    StudyContext,
+    TrainResult,
+    TrialContext,
+    fingerprint,
+    split_fractions,
+    three_way_split,
+)
+from pipeline.sdk.keras import dense_layers, evaluate_classifier, train_classifier
 
 SCALINGS = ("standard", "minmax", "none")
 PIXEL_MAX = 16.0  # load_digits' intensities run 0..16

@@ -12,8 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import MlopsError
-from pipeline.feature_cache import file_digest
+from pipeline.sdk import MlopsError, file_digest
 
 IMAGENET_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
 
@@ -42,7 +41,7 @@ def load_base(weights: str, size: int, seed: int) -> Any:
     keras.utils.set_random_seed(seed)
     source: str | None = None if weights == "none" else weights
     if source not in (None, "imagenet"):
-        source = str(Path(source).expanduser())  # type: ignore[arg-type]
+        source = str(Path(source).expanduser())
     try:
         base = keras.applications.VGG16(weights=source, include_top=False, input_shape=(size, size, 3))
     except Exception as error:  # Keras raises a bare Exception for a failed download

@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import MlopsError
-from pipeline.splits import three_way_split
+from pipeline.sdk import MlopsError, three_way_split
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")  # compared lower-cased: .JPG and .Png are read
@@ -107,7 +106,7 @@ def _to_rgb_uint8(images: np.ndarray, size: int) -> np.ndarray:
     for i, image in enumerate(images):
         picture = Image.fromarray(image).convert("RGB")
         if picture.size != (size, size):
-            picture = picture.resize((size, size), Image.BILINEAR)
+            picture = picture.resize((size, size), Image.Resampling.BILINEAR)
         out[i] = np.asarray(picture)
     return out
 
@@ -223,12 +222,13 @@ def _decode(content: bytes, size: int, max_pixels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(content)) as picture:  # reads the header only
+        with Image.open(io.BytesIO(content)) as opened:  # reads the header only
+            picture: Image.Image = opened
             if picture.mode in _SIXTEEN_BIT_MODES:
                 # convert("RGB") would clip every value above 255 to white.
                 wide = np.asarray(picture, np.float64)
                 picture = Image.fromarray(np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8))
-            rgb = picture.convert("RGB").resize((size, size), Image.BILINEAR)
+            rgb = picture.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
             return np.asarray(rgb, np.uint8)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise _BadImage(

@@ -12,10 +12,17 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.contract import Evaluation, ExportedModel, StudyContext, TrainResult, TrialContext
-from pipeline.dense_head import dense_layers, evaluate_classifier, train_classifier
-from pipeline.feature_cache import FeatureCache, fingerprint
-from pipeline.splits import split_fractions
+from pipeline.sdk import (
+    Evaluation,
+    ExportedModel,
+    FeatureCache,
+    StudyContext,
+    TrainResult,
+    TrialContext,
+    fingerprint,
+    split_fractions,
+)
+from pipeline.sdk.keras import dense_layers, evaluate_classifier, train_classifier
 
 from .backbone import extract_features, load_base, weights_identity
 from .faces import load_faces, split

@@ -7,15 +7,15 @@ from typing import Annotated
 
 import typer
 
-from pipeline.containers import build_image
-from pipeline.dockerfiles import model_requirements, render_dockerfile
-from pipeline.manifest import load_manifest
+from pipeline.build.dockerfiles import model_requirements, render_dockerfile
+from pipeline.build.images import build_image
+from pipeline.config.manifest import load_manifest
 
 
 def kind_and_framework(model_dir: Path) -> tuple[str, str | None]:
     """The model's kind and framework: from its code, or model.yaml where that is all there is."""
     try:
-        from pipeline.classify import classify_model
+        from pipeline.detect.classify import classify_model
     except ImportError:  # the classify stage is optional here: the manifest can say it
         manifest = load_manifest(model_dir)
         if manifest.kind is None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.classify import classify_model
+from pipeline.detect.classify import classify_model
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.changes import changed_models
+from pipeline.detect.changes import changed_models
 
 
 def register(app: typer.Typer) -> None:

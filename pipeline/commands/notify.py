@@ -33,9 +33,9 @@ def deliver_queued(repo: Path, runs_dir: Path, log: Callable[[str], None] = prin
         MlopsError: the settings are invalid, or messages are queued and nothing is
             configured to deliver them.
     """
-    from pipeline import notify_outbox
-    from pipeline.notify import NotifySettings, flush_outbox, outboxes
-    from pipeline.settings import find_repo_config, read_repo_config
+    from pipeline.config.settings import find_repo_config, read_repo_config
+    from pipeline.report.notify import outbox as notify_outbox
+    from pipeline.report.notify.deliver import NotifySettings, flush_outbox, outboxes
 
     settings = NotifySettings.from_config(read_repo_config(find_repo_config(repo)).get("notify"))
     root = repo / runs_dir

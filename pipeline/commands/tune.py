@@ -63,9 +63,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Search MODEL_DIR's hyperparameters with Optuna until the goal is met; exit 0 if met, 3 if not."""
-        from pipeline.manifest import load_manifest
-        from pipeline.preflight import check_run
-        from pipeline.settings import find_repo_config, read_repo_config, resolve_settings
+        from pipeline.config.manifest import load_manifest
+        from pipeline.config.preflight import check_run
+        from pipeline.config.settings import find_repo_config, read_repo_config, resolve_settings
 
         manifest = load_manifest(model_dir)
         config_path = find_repo_config(model_dir)
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
         )
         check_run(manifest, settings)  # bad input fails here, before TensorFlow, MLflow or the data load
 
-        from pipeline.tuning import tune
+        from pipeline.tune.search import tune
 
         summary = tune(model_dir, settings, log=lambda line: typer.echo(line))
         raise typer.Exit(ExitCode.OK if summary.goal_met else ExitCode.GOAL_NOT_MET)

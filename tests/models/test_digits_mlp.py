@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.contract import ModelPlugin, load_plugin
 from pipeline.errors import MlopsError
+from pipeline.sdk.contract import ModelPlugin, load_plugin
 from tests.cli import tune_in
 from tests.contract_helpers import Reports, study_context, trial_context
 

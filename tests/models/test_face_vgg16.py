@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.contract import StudyContext, TrialContext, load_plugin
 from pipeline.errors import MlopsError
+from pipeline.sdk.contract import StudyContext, TrialContext, load_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = load_plugin(ROOT / "models" / "face_vgg16")

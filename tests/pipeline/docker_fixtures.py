@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from pipeline.containers import BuiltImage, build_image
+from pipeline.build.images import BuiltImage, build_image
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGE = os.environ.get("MLOPS_TEST_BASE_IMAGE", "local/python:3.11-bookworm")

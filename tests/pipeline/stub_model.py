@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from pipeline.contract import Evaluation, ExportedModel, TrainResult
+from pipeline.sdk.contract import Evaluation, ExportedModel, TrainResult
 
 
 def prepare(ctx):

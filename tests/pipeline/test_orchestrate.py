@@ -15,7 +15,6 @@ import git
 import pytest
 
 from tests.conftest import FACE_WEIGHTS, ROOT
-from tests.pipeline.test_notify import smtp_server  # noqa: F401  (a fixture)
 
 RUN = [sys.executable, "-m", "pipeline.cli", "run"]  # the real CLI, in this Python
 FACE_FLAGS = ["--weights", str(FACE_WEIGHTS), "--set", "data.input_size=32"]
@@ -205,7 +204,7 @@ def test_mail_that_cannot_be_sent_is_kept_and_sent_by_the_next_run(
     tmp_path: Path,
     smtp_server,  # noqa: F811
 ) -> None:
-    from tests.pipeline.test_notify import free_port
+    from tests.pipeline.smtp import free_port
 
     port = free_port()  # nothing listens there yet
     repo, first = make_repo(tmp_path, ["diabetes_regression"])
@@ -293,7 +292,7 @@ def test_queued_mail_is_sent_by_mlops_notify_alone(offline_env: dict, tmp_path: 
 
 def test_a_push_wide_set_reaches_only_the_models_that_read_it() -> None:
     """``--set data.input_size=32`` is for the face model; the regression model is started without it."""
-    from pipeline.manifest import load_manifest
+    from pipeline.config.manifest import load_manifest
     from pipeline.orchestrate import _tune_args_for
 
     lines: list[str] = []

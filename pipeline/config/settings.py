@@ -1,0 +1,259 @@
+"""Run settings for ``mlops tune``, resolved in layers, later layers winning.
+
+1. the model's ``model.yaml`` (its ``tune:`` section, and ``goal.target``),
+2. the repository's ``mlops.yaml`` (its ``tune:`` section; found by walking up from the model),
+3. environment variables ``MLOPS_<SETTING>`` (``MLOPS_MAX_TRIALS=20``),
+4. command-line flags.
+
+A value of the wrong type or out of range is an ``MlopsError`` naming the layer and the
+setting; ``check_settings`` also proves the run and cache folders can be written, before
+any data is loaded or any run opened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import MlopsError
+from pipeline.sdk.feature_cache import DEFAULT_DIR
+
+REPO_CONFIG = "mlops.yaml"
+PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+
+
+@dataclass
+class TuneSettings:
+    """Everything that steers one search (not the model's own options)."""
+
+    goal: float | None = None  # overrides model.yaml's goal.target
+    goal_confidence: bool = False  # stop only when the Wilson lower bound reaches the goal
+    max_trials: int = 40  # finished (complete or pruned) trials in the study
+    timeout: float | None = 1800.0  # seconds for this invocation; None: no limit
+    study_name: str | None = None  # default: model name + a hash of its data/params/space
+    storage: str | None = None  # default: sqlite:///<runs_dir>/optuna.db
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    experiment: str | None = None  # default: the model's name
+    seed: int = 42
+    pruner: str = "median"
+    runs_dir: Path = Path("mlops-runs")
+    cache_dir: Path = DEFAULT_DIR
+    weights: str | None = None  # overrides params.weights
+    register: bool = True  # register the best model when the goal is met
+    max_retry: int = 3  # retries of a trial whose process died
+    heartbeat_interval: int = 2
+    grace_period: int = 10
+    overrides: list[str] = field(default_factory=list)  # "data.source=lfw"
+    # Where each setting that was set came from ("--goal", "MLOPS_GOAL", "mlops.yaml tune.goal"),
+    # so a bad value's message names the place to fix it. Not a setting itself.
+    origin: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def source(self, name: str) -> str:
+        """Where setting ``name`` came from, for messages; ``default`` when nobody set it."""
+        return self.origin.get(name, "default")
+
+    @property
+    def storage_url(self) -> str:
+        """The Optuna storage URL, defaulting to SQLite in the run folder."""
+        return self.storage or f"sqlite:///{(self.runs_dir / 'optuna.db').resolve()}"
+
+    @property
+    def tracking(self) -> str:
+        """The MLflow tracking URI."""
+        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(TuneSettings) if f.name != "origin"}
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """Turn a YAML or environment value into the setting's type."""
+    kind = str(_FIELDS[name].type)
+    if value is None:
+        return None
+    # "none" clears a numeric setting (--timeout none); for text settings it is a value (--weights none).
+    nullish = ("", "null") if kind.startswith("str") else ("", "none", "null")
+    if isinstance(value, str) and value.lower() in nullish and "None" in kind:
+        return None
+    try:
+        if kind.startswith("bool"):
+            if isinstance(value, str):
+                if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("1", "true", "yes")
+            return bool(value)
+        if kind.startswith("int"):
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        if kind.startswith("Path"):
+            return Path(value).expanduser()
+        if kind.startswith("list"):
+            return list(value) if isinstance(value, list) else [str(value)]
+        return str(value)
+    except (TypeError, ValueError):
+        raise MlopsError(f"{where}: setting '{name}' = {value!r} is not a valid {kind.split(' ')[0]}") from None
+
+
+def _apply(settings: dict[str, Any], origin: dict[str, str], layer: dict[str, Any], where: str, label: Any) -> None:
+    for name, value in layer.items():
+        if name not in _FIELDS:
+            allowed = ", ".join(sorted(_FIELDS))
+            raise MlopsError(f"{where}: unknown setting '{name}'; allowed: {allowed}")
+        settings[name] = _coerce(name, value, where)
+        origin[name] = label(name)
+
+
+def find_repo_config(start: Path) -> Path | None:
+    """The nearest ``mlops.yaml`` above ``start`` (or ``$MLOPS_CONFIG``), stopping at a Git root."""
+    if os.environ.get("MLOPS_CONFIG"):
+        return Path(os.environ["MLOPS_CONFIG"])
+    for folder in [start.resolve(), *start.resolve().parents]:
+        if (folder / REPO_CONFIG).is_file():
+            return folder / REPO_CONFIG
+        if (folder / ".git").exists():
+            return None
+    return None
+
+
+def read_repo_config(path: Path | None) -> dict[str, Any]:
+    """The whole repository config (sections ``tune:``, ``notify:``), or ``{}``."""
+    if path is None:
+        return {}
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise MlopsError(f"{path}: cannot be read as YAML ({error})") from None
+    if not isinstance(doc, dict):
+        raise MlopsError(f"{path}: must be a mapping with sections like 'tune:' and 'notify:'")
+    return doc
+
+
+def resolve_settings(
+    manifest_tune: dict[str, Any],
+    repo_config: dict[str, Any],
+    flags: dict[str, Any],
+    repo_config_path: Path | None = None,
+    environ: dict[str, str] | None = None,
+    manifest_path: Path | None = None,
+) -> TuneSettings:
+    """Merge the four layers; ``flags`` holds only options the user actually passed."""
+    environ = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    repo, model = str(repo_config_path or REPO_CONFIG), str(manifest_path or "model.yaml")
+    _apply(values, origin, manifest_tune, f"{model} tune", lambda n: f"{model} tune.{n}")
+    _apply(values, origin, repo_config.get("tune") or {}, f"{repo} tune", lambda n: f"{repo} tune.{n}")
+    env_layer = {name: environ[f"MLOPS_{name.upper()}"] for name in _FIELDS if f"MLOPS_{name.upper()}" in environ}
+    for name, value in env_layer.items():
+        values[name] = _coerce(name, value, f"environment MLOPS_{name.upper()}")
+        origin[name] = f"MLOPS_{name.upper()}"
+    passed = {k: v for k, v in flags.items() if v is not None}
+    _apply(values, origin, passed, "command line", lambda n: "--" + n.replace("_", "-"))
+    settings = TuneSettings(**values, origin=origin)
+    if settings.pruner not in PRUNERS:
+        raise MlopsError(f"setting pruner={settings.pruner!r} is unknown; use one of {', '.join(PRUNERS)}")
+    _check_ranges(settings)
+    return settings
+
+
+# Numeric settings and the rule each must satisfy; None (no limit) is allowed only for timeout.
+_RANGES: dict[str, tuple[float, bool, str]] = {
+    "timeout": (0.0, False, "must be more than 0 seconds, or none for no limit"),
+    "max_trials": (1.0, True, "must be at least 1"),
+    "max_retry": (0.0, True, "must be 0 or more"),
+    "heartbeat_interval": (1.0, True, "must be at least 1 second"),
+    "grace_period": (1.0, True, "must be at least 1 second"),
+}
+
+
+def _check_ranges(settings: TuneSettings) -> None:
+    for name, (low, inclusive, rule) in _RANGES.items():
+        value = getattr(settings, name)
+        if value is None and name == "timeout":
+            continue
+        ok = value is not None and math.isfinite(value) and (value >= low if inclusive else value > low)
+        if not ok:
+            raise MlopsError(f"setting {name}={value!r} (from {settings.source(name)}) {rule}")
+    if settings.heartbeat_interval >= settings.grace_period:
+        raise MlopsError(
+            f"setting grace_period={settings.grace_period} (from {settings.source('grace_period')}) must exceed "
+            f"heartbeat_interval={settings.heartbeat_interval}, or live trials are taken for dead ones"
+        )
+
+
+def check_folders(settings: TuneSettings) -> None:
+    """Prove ``runs_dir`` and ``cache_dir`` can be created and written, leaving no trace.
+
+    A search that learns this only when it writes its first checkpoint has already loaded
+    the data and opened its runs.
+
+    Raises:
+        MlopsError: naming the setting, where it came from and the folder.
+    """
+    for name in ("runs_dir", "cache_dir"):
+        folder = Path(getattr(settings, name)).expanduser().absolute()
+        made: list[Path] = []
+        try:
+            missing = [p for p in [folder, *folder.parents] if not p.exists()]
+            for parent in reversed(missing):
+                parent.mkdir()
+                made.append(parent)
+            probe = folder / f".mlops-probe-{uuid.uuid4().hex}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as error:
+            raise MlopsError(
+                f"setting {name}={folder} (from {settings.source(name)}) cannot be created or written "
+                f"({error.strerror or error}); pick a writable folder"
+            ) from None
+        finally:
+            for created in reversed(made):
+                with contextlib.suppress(OSError):  # someone else wrote there meanwhile: theirs now
+                    created.rmdir()
+
+
+def apply_overrides(manifest: Any, settings: TuneSettings) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's data and params options with ``--weights`` and ``--set a.b=v`` applied.
+
+    A name the model does not read is refused (a typo would otherwise be ignored), and so is
+    a value of the wrong type. What the model reads is its ``accepts:`` declaration, or, where
+    it declares none, the options its ``model.yaml`` lists.
+
+    Raises:
+        MlopsError: naming the ``--set`` item, the option and the allowed names or type.
+    """
+    data, params = dict(manifest.data), dict(manifest.params)
+    accepts = getattr(manifest, "accepts", None)
+    if settings.weights is not None and "weights" in params:  # only models that take weights
+        params["weights"] = settings.weights
+        if accepts is not None:
+            accepts.check_one("params", "weights", settings.weights, settings.source("weights"))
+    for item in settings.overrides:
+        key, sep, raw = item.partition("=")
+        section, _, name = key.partition(".")
+        if not sep or section not in ("data", "params") or not name:
+            raise MlopsError(f"--set {item!r}: use --set data.NAME=VALUE or --set params.NAME=VALUE")
+        options = data if section == "data" else params
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise MlopsError(f"--set {item!r}: the value is not valid YAML; quote it, e.g. {key}='{raw}'") from None
+        if accepts is not None and accepts.section(section) is not None:
+            accepts.check_one(section, name, value, "--set")
+        elif name not in options:
+            known = ", ".join(sorted(options)) or "none"
+            raise MlopsError(
+                f"--set {item}: the model has no {section} option {name!r} (its model.yaml lists: {known}); "
+                f"check the spelling or declare it in model.yaml {section}:"
+            )
+        options[name] = value
+    return data, params

@@ -1,0 +1,45 @@
+"""The model SDK: the one package a model under ``models/`` imports.
+
+A model exposes ``prepare``, ``train`` and ``evaluate`` (``ModelPlugin`` is the contract);
+this package gives it what they receive and return, the split, the feature cache and
+checkpoint files. Keras helpers (a dense head, a fast fit) are in ``pipeline.sdk.keras``.
+"""
+
+from pipeline.errors import MlopsError
+from pipeline.sdk.checkpoints import DamagedCheckpoint, frame, load_good, unframe, write_atomic
+from pipeline.sdk.contract import (
+    Evaluation,
+    ExportedModel,
+    ModelModule,
+    ModelPlugin,
+    ReportFn,
+    StudyContext,
+    TrainResult,
+    TrialContext,
+    load_plugin,
+)
+from pipeline.sdk.feature_cache import FeatureCache, file_digest, fingerprint
+from pipeline.sdk.splits import split_fractions, three_way_split
+
+__all__ = [
+    "DamagedCheckpoint",
+    "Evaluation",
+    "ExportedModel",
+    "FeatureCache",
+    "MlopsError",
+    "ModelModule",
+    "ModelPlugin",
+    "ReportFn",
+    "StudyContext",
+    "TrainResult",
+    "TrialContext",
+    "file_digest",
+    "fingerprint",
+    "frame",
+    "load_good",
+    "load_plugin",
+    "split_fractions",
+    "three_way_split",
+    "unframe",
+    "write_atomic",
+]

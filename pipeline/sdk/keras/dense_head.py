@@ -1,0 +1,86 @@
+"""Building blocks for searched dense classifiers (the face head, the digits MLP).
+
+A model's ``train`` turns the sampled parameters into layers and an optimizer with these,
+and its ``evaluate`` scores a softmax classifier the same way, so every Keras model in
+``models/`` reads the same search-space names (``n_layers``, ``units``, ``dropout``,
+``activation``, ``optimizer``, ``learning_rate``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from pipeline.sdk.contract import Evaluation, TrainResult, TrialContext
+from pipeline.sdk.keras.fastfit import fit_classifier
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+
+
+def dense_layers(params: dict[str, Any]) -> list[Any]:
+    """``n_layers`` x (Dense(units_i, activation), Dropout(dropout)).
+
+    ``units`` is a list (one width per layer, ``per_layer: n_layers`` in the space) or one
+    width for every layer.
+    """
+    import keras
+
+    count = int(params["n_layers"])
+    units = params["units"] if isinstance(params["units"], list) else [params["units"]] * count
+    layers: list[Any] = []
+    for width in units[:count]:
+        layers.append(keras.layers.Dense(int(width), activation=params["activation"]))
+        layers.append(keras.layers.Dropout(float(params["dropout"])))
+    return layers
+
+
+def make_optimizer(name: str, learning_rate: float) -> Any:
+    """A Keras optimizer by name (``adam``, ``adamw``, ``rmsprop``, ``sgd`` with Nesterov momentum).
+
+    Raises:
+        ValueError: naming the unknown optimizer and the allowed ones.
+    """
+    import keras
+
+    if name == "sgd":
+        return keras.optimizers.SGD(learning_rate, momentum=0.9, nesterov=True)
+    choices = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW, "rmsprop": keras.optimizers.RMSprop}
+    if name not in choices:
+        raise ValueError(f"optimizer {name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
+    return choices[name](learning_rate)
+
+
+def train_classifier(
+    model: Any,
+    params: dict[str, Any],
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    trial: TrialContext,
+    patience: int | None,
+) -> TrainResult:
+    """Fit ``model`` on the ``train`` split with the trial's optimizer, batch size and epochs.
+
+    Validation accuracy on ``val`` drives early stopping, pruning (``trial.report``) and the
+    result; the fit resumes from ``trial.checkpoint_dir`` after a crash.
+    """
+    outcome = fit_classifier(
+        model,
+        make_optimizer(params["optimizer"], float(params["learning_rate"])),
+        (features["train"], labels["train"]),
+        (features["val"], labels["val"]),
+        epochs=int(params["epochs"]),
+        batch_size=int(params["batch_size"]),
+        seed=trial.seed,
+        checkpoint_dir=trial.checkpoint_dir,
+        report=trial.report,
+        patience=patience,
+        log=trial.log,
+    )
+    return TrainResult(outcome.best_value, model, outcome.history, n_val=len(labels["val"]))
+
+
+def evaluate_classifier(model: Any, features: np.ndarray, labels: np.ndarray, names: list[str]) -> Evaluation:
+    """Accuracy of a softmax classifier on one split, with what a confusion matrix needs."""
+    predicted = model.predict(features, verbose=0).argmax(axis=1)
+    return Evaluation(float((predicted == labels).mean()), len(labels), labels, predicted, names)

@@ -1,0 +1,153 @@
+"""After the search: score the best trial on the test split, draw, log, register, summarise.
+
+Every worker of a study gets here and writes its own summary, but the best trial's model is
+logged once and registered once (``run_once``): two workers finishing together would
+otherwise register it twice.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from pipeline.config.settings import TuneSettings
+from pipeline.sdk.contract import ModelPlugin, TrainResult, TrialContext
+from pipeline.summary import BestTrial, GoalSpec, TuneSummary
+from pipeline.tracking import plots
+from pipeline.tracking.tracker import Tracker
+from pipeline.tune.objective import Objective
+from pipeline.tune.study import counts, goal_met_trials, run_once, trial_origin
+from pipeline.tune.study import redact as redact_url
+
+
+def best_trial(study: optuna.Study, goal: GoalSpec) -> optuna.trial.FrozenTrial | None:
+    """The goal-meeting trial when there is one (the first that met it), else the best complete one."""
+    met = goal_met_trials(study, goal)
+    if met:
+        return met[0]
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return study.best_trial if complete else None
+
+
+def _result_of(
+    trial: optuna.trial.FrozenTrial, plugin: ModelPlugin, data: Any, objective: Objective, run_dir: Path
+) -> TrainResult:
+    """The best trial's fitted model: kept in memory, or refitted (same seed) after a restart."""
+    if objective.best is not None and objective.best[0] == trial.number:
+        return objective.best[1]
+    params = plugin.manifest.search_space.sample(optuna.trial.FixedTrial(trial.params))
+    replay = run_dir / "replay"
+    shutil.rmtree(replay, ignore_errors=True)
+    context = TrialContext(
+        trial.number,
+        objective.seed + int(trial_origin(trial)),
+        lambda epoch, metrics: None,
+        replay,
+        objective.goal.metric,
+        objective.goal.direction,
+        objective.log,
+    )
+    return plugin.train(data, params, context)
+
+
+def finish_study(
+    study: optuna.Study,
+    plugin: ModelPlugin,
+    data: Any,
+    goal: GoalSpec,
+    tracker: Tracker,
+    parent_id: str,
+    objective: Objective,
+    settings: TuneSettings,
+    run_dir: Path,
+    log: Callable[[str], None],
+    restarts: int = 0,
+) -> TuneSummary:
+    """Score, plot, log and register the study's best trial; return the summary."""
+    tally = counts(study)
+    summary = TuneSummary(
+        model=plugin.manifest.name,
+        kind=plugin.manifest.kind,
+        goal=goal,
+        goal_met=False,
+        best=None,
+        trials_total=sum(tally.values()),
+        trials_complete=tally.get("COMPLETE", 0),
+        trials_pruned=tally.get("PRUNED", 0),
+        trials_failed=tally.get("FAIL", 0),
+        study_name=study.study_name,
+        storage=redact_url(settings.storage_url),
+        tracking_uri=tracker.uri,
+        mlflow_experiment_id=tracker.experiment_id,
+        mlflow_parent_run_id=parent_id,
+        mlflow_run_url=tracker.run_url(parent_id),
+        restarts=restarts,
+        run_dir=str(run_dir),
+    )
+    plot_dir = run_dir / "plots"
+    if summary.trials_complete:
+        path = plots.optimization_history(study, goal.target, goal.metric, plot_dir / "optimization_history.png")
+        summary.plots["Optimization history"] = str(path)
+    trial = best_trial(study, goal)
+    if trial is None:
+        _log_plots(tracker, parent_id, summary.plots)
+        return summary
+
+    result = _result_of(trial, plugin, data, objective, run_dir)
+    evaluation = plugin.evaluate(data, result)
+    interval = trial.user_attrs.get("interval")
+    summary.goal_met = bool(goal_met_trials(study, goal))
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    summary.best = BestTrial(
+        trial.number,
+        float(trial.value or 0.0),
+        dict(trial.params),
+        tuple(interval) if interval else None,
+        evaluation.value,
+        run_id,
+    )
+    summary.plots["Learning curves"] = str(plots.learning_curves(result.history, plot_dir / "learning_curves.png"))
+    if evaluation.labels is not None:
+        path = plots.confusion_matrix(
+            evaluation.y_true, evaluation.y_pred, evaluation.labels, plot_dir / "confusion_matrix.png"
+        )
+        summary.plots["Confusion matrix"] = str(path)
+    elif evaluation.y_true is not None:
+        summary.plots["Test predictions"] = str(
+            plots.residuals(evaluation.y_true, evaluation.y_pred, plot_dir / "test_predictions.png")
+        )
+
+    test_metric = "test_" + goal.metric.removeprefix("val_")
+    best_metrics = {
+        f"best_{goal.metric}": float(trial.value or 0.0),
+        test_metric: evaluation.value,
+        "best_trial": trial.number,
+    }
+    tracker.log(parent_id, metrics=best_metrics, tags={"goal_met": str(summary.goal_met).lower()})
+    _log_plots(tracker, parent_id, summary.plots)
+    if run_id:
+
+        def log_model() -> str:
+            tracker.log(run_id, metrics={test_metric: evaluation.value})
+            _log_plots(tracker, run_id, summary.plots)
+            return tracker.log_model(run_id, plugin.export(data, result))
+
+        model_uri = run_once(study, f"model-{trial.number}", log_model)
+        if summary.goal_met and settings.register:
+            tags = {"study": study.study_name, "trial": str(trial.number)}
+            summary.registered_model = run_once(
+                study,
+                f"registered-{trial.number}",
+                lambda: tracker.register(model_uri, run_id, plugin.manifest.name, tags),
+            )
+    return summary
+
+
+def _log_plots(tracker: Tracker, run_id: str, paths: dict[str, str]) -> None:
+    for path in paths.values():
+        tracker.log_artifact(run_id, path, "plots")

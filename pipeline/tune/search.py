@@ -1,0 +1,245 @@
+"""``mlops tune``: search a model's hyperparameters until its goal is met or the budget is spent.
+
+One call prepares the data once, opens (or resumes) the study and its MLflow parent run,
+runs trials until a trial reaches the goal (``study.stop()``), the trial budget or the
+timeout, then scores the best trial once on the test split, logs plots and the model, and
+registers it (alias ``champion``) when the goal was met. Ctrl-C or SIGTERM ends it cleanly:
+the running trial keeps its checkpoint and is queued for retry, its MLflow run and the
+parent run end KILLED, and the same command continues the study.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+
+from pipeline.config.preflight import check_run
+from pipeline.config.settings import TuneSettings, apply_overrides
+from pipeline.errors import ExitCode
+from pipeline.sdk.contract import StudyContext, load_plugin
+from pipeline.summary import TuneSummary
+from pipeline.tracking.tracker import Tracker
+from pipeline.tracking.versioning import git_commit
+from pipeline.tune import interrupts
+from pipeline.tune.failure_streak import FailureStreak
+from pipeline.tune.interrupts import Interrupted
+from pipeline.tune.objective import Objective
+from pipeline.tune.results import finish_study
+from pipeline.tune.study import (
+    PARENT_ATTR,
+    StopRules,
+    claim_parent_run,
+    finished,
+    goal_met_trials,
+    open_study,
+    reclaim_dead_trials,
+    retry_interrupted,
+)
+
+
+def study_name_for(manifest: Any, data: dict[str, Any], params: dict[str, Any], seed: int) -> str:
+    """Model name plus a hash of everything that makes trials comparable.
+
+    A changed data source, weights file, search space or seed starts a new study instead of
+    mixing incomparable trials into an old one; the same command resumes the same study.
+    """
+    space = [(p.name, p.type, p.low, p.high, p.log, list(p.choices), p.per_layer) for p in manifest.search_space.params]
+    parts = {"data": data, "params": params, "space": space, "metric": manifest.goal.metric, "seed": seed}
+    digest = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{manifest.name}-{digest[:8]}"
+
+
+@dataclass
+class _Progress:
+    """What a search has opened so far: what an interrupt must close."""
+
+    study: optuna.Study | None = None
+    storage: RDBStorage | None = None
+    tracker: Tracker | None = None
+    parent_id: str | None = None
+
+
+def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = print) -> TuneSummary:
+    """Run (or resume) the search for the model in ``model_dir``.
+
+    Returns:
+        The summary (also written to ``<runs_dir>/<model>/summary.json``); its ``exit_code``
+        is 0 when the goal was met and ``ExitCode.GOAL_NOT_MET`` when it was not.
+
+    Raises:
+        MlopsError: for bad configuration, unreadable data, unreachable services.
+        Interrupted: after Ctrl-C or SIGTERM, once the running trial is queued for retry
+            (its checkpoint kept) and its MLflow run and the parent run ended KILLED; its
+            ``message`` is the one line to show.
+    """
+    progress = _Progress()
+    try:
+        return _search(model_dir, settings, log, progress)
+    except KeyboardInterrupt as stop:
+        raise _stopped(stop, progress, log) from None
+    except Exception:
+        # A bad input or a crash after the parent run opened: the run ends FAILED, not RUNNING.
+        if progress.tracker is not None and progress.parent_id is not None:
+            try:
+                progress.tracker.finish(progress.parent_id, "FAILED")
+            except Exception as error:  # the original error is the one to show
+                log(f"could not close MLflow run {progress.parent_id} ({type(error).__name__}: {error})")
+        raise
+
+
+def _stopped(stop: KeyboardInterrupt, progress: _Progress, log: Callable[[str], None]) -> Interrupted:
+    """Leave the study and MLflow resumable after an interrupt; the line to show."""
+    study, storage, tracker, parent_id = progress.study, progress.storage, progress.tracker, progress.parent_id
+    kept = 0
+    try:
+        if study is not None and storage is not None:
+            retry_interrupted(study, storage)  # the trial that was running: same params, same checkpoint
+            kept = len(finished(study))
+            if tracker is not None and parent_id is not None:
+                tracker.close_orphans(parent_id, live=_live_runs(study))
+                tracker.finish(parent_id, "KILLED")
+    except Exception as error:  # a store failing now must not turn the stop into a crash
+        log(f"interrupted: could not record it all ({type(error).__name__}: {error}); the next run finishes it")
+    return interrupts.stopped(stop, f"interrupted: {kept} trial(s) kept; run the same command to continue")
+
+
+def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None], progress: _Progress) -> TuneSummary:
+    started = time.perf_counter()
+    plugin = load_plugin(model_dir)
+    check_run(plugin.manifest, settings)  # before any folder, store, run or data
+    manifest = plugin.manifest
+    goal = replace(
+        manifest.goal,
+        target=manifest.goal.target if settings.goal is None else settings.goal,
+        confidence=manifest.goal.confidence or settings.goal_confidence,
+    )
+    data_options, params = apply_overrides(manifest, settings)
+    name = settings.study_name or study_name_for(manifest, data_options, params, settings.seed)
+    run_dir = settings.runs_dir.resolve() / manifest.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tracker = Tracker(settings.tracking, settings.experiment or manifest.name)  # fail fast, before the data
+    study, storage = open_study(name, goal.direction, settings)
+    progress.study, progress.storage, progress.tracker = study, storage, tracker
+    log(
+        f"study {name} in {settings.storage_url if settings.storage else run_dir.parent / 'optuna.db'}: "
+        f"{len(finished(study))} finished trial(s) so far; goal {goal.metric} "
+        f"{'>=' if goal.direction == 'maximize' else '<='} {goal.target:g}"
+        f"{' (Wilson 95% lower bound)' if goal.confidence else ''}"
+    )
+
+    context = StudyContext(manifest, data_options, params, settings.seed, settings.cache_dir, log)
+    data = plugin.prepare(context)
+    commit = git_commit(manifest.folder)
+    tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
+    previous = study.user_attrs.get(PARENT_ATTR)
+    parent_id = claim_parent_run(
+        study, lambda run_id: tracker.parent_run(run_id, name, {**tags, "model": manifest.name})
+    )
+    progress.parent_id = parent_id
+    # MLflow params are write-once: logged when the parent run is made. The goal may change
+    # between runs of one study (--goal 0.95 after 0.90), so it goes in tags, which may.
+    options = {**{f"data.{k}": v for k, v in data_options.items()}, **{f"params.{k}": v for k, v in params.items()}}
+    tracker.log(
+        parent_id,
+        params={"model": manifest.name, **options} if parent_id != previous else None,
+        tags={
+            **tags,
+            "goal": f"{goal.metric} {goal.direction} {goal.target:g}",
+            **{f"data.{k}": v for k, v in context.facts.items()},
+        },
+    )
+
+    _record_restart(study, tracker, parent_id, log)
+    reclaimed = reclaim_dead_trials(study, storage)
+    if reclaimed:
+        numbers = ", ".join(map(str, reclaimed))
+        log(f"resuming: trial(s) {numbers} died with their process; retrying from their checkpoints")
+    tracker.close_orphans(parent_id, live=_live_runs(study))
+
+    objective = Objective(
+        plugin, data, goal, tracker, parent_id, run_dir / name / "checkpoints", tags, settings.seed, log
+    )
+    rules = StopRules(settings.max_trials, goal)
+    if goal_met_trials(study, goal):
+        log("the goal was already met in this study; reporting its best trial")
+    elif len(finished(study)) < settings.max_trials:
+        streak = FailureStreak(str(manifest.folder))
+        study.optimize(
+            streak.watch(objective),
+            timeout=settings.timeout,
+            callbacks=[rules, streak],
+            catch=(Exception,),  # a trial's crash fails that trial; three alike stop the study
+        )
+        streak.raise_if_stopped(on_stop=lambda: tracker.finish(parent_id, "FAILED"))
+    tracker.close_orphans(parent_id, live=_live_runs(study))  # other workers' trials may still be running
+
+    summary = finish_study(
+        study,
+        plugin,
+        data,
+        goal,
+        tracker,
+        parent_id,
+        objective,
+        settings,
+        run_dir,
+        log,
+        restarts=int(study.user_attrs.get("restarts", 0)),
+    )
+    summary.wall_seconds = time.perf_counter() - started
+    summary.feature_cache_hit = context.facts.get("feature_cache_hit")
+    summary.exit_code = ExitCode.OK if summary.goal_met else ExitCode.GOAL_NOT_MET
+    summary.write(run_dir / "summary.json")
+    tracker.log_artifact(parent_id, str(run_dir / "summary.json"))
+    tracker.finish(parent_id, "FINISHED")
+    _print_summary(summary, objective.logging_seconds, log)
+    return summary
+
+
+def _record_restart(study: optuna.Study, tracker: Tracker, parent_id: str, log: Callable[[str], None]) -> None:
+    """When a supervisor restarted us, count it on the study and in the parent run."""
+    if not os.environ.get("MLOPS_RESTARTS", "0").strip("0"):
+        return
+    total = int(study.user_attrs.get("restarts", 0)) + 1
+    study.set_user_attr("restarts", total)
+    reason = os.environ.get("MLOPS_RESTART_REASON", "") or "unknown"
+    tracker.log(parent_id, metrics={"restarts": total}, tags={f"mlops.restart.{total}": reason})
+    log(f"restart {total}: the previous run {reason}")
+
+
+def _live_runs(study: optuna.Study) -> set[str]:
+    """MLflow runs of trials still to be retried here or being run by another worker: not orphans."""
+    states = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
+    return {str(t.user_attrs.get("mlflow_run_id")) for t in study.get_trials(deepcopy=False, states=states)}
+
+
+def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[str], None]) -> None:
+    goal, best = summary.goal, summary.best
+    sign = ">=" if goal.direction == "maximize" else "<="
+    if best is None:
+        log(f"goal NOT met: no trial finished ({summary.trials_failed} failed)")
+    else:
+        bounds = f" [{best.interval[0]:.3f}, {best.interval[1]:.3f}]" if best.interval else ""
+        verdict = "goal met" if summary.goal_met else "goal NOT met"
+        log(
+            f"{verdict}: best {goal.metric} {best.value:.4f}{bounds} (trial {best.number}), goal {sign} {goal.target:g}"
+        )
+        if best.test_value is not None:
+            log(f"test {goal.metric.removeprefix('val_')}: {best.test_value:.4f} (held-out split, scored once)")
+    log(
+        f"trials: {summary.trials_total} ({summary.trials_complete} complete, {summary.trials_pruned} pruned, "
+        f"{summary.trials_failed} failed) in {summary.wall_seconds:.1f}s; MLflow logging {logging_seconds:.1f}s"
+    )
+    if summary.registered_model:
+        log(f"model: registered {summary.registered_model} (alias champion)")
+    log(f"runs: MLflow {summary.tracking_uri}, experiment {summary.model}, parent run {summary.mlflow_parent_run_id}")
+    log(f"summary: {Path(summary.run_dir) / 'summary.json'}")
