@@ -2,6 +2,11 @@
 
 Each stage's command lives in ``pipeline/commands/<stage>.py`` and registers itself here;
 adding a stage is a new file plus one name in ``_STAGES``.
+
+``main`` is the edge: it alone reads the process environment (once, into an ``Environment``
+snapshot every command gets from ``pipeline.commands.edge``) and sets up process-wide state
+(signal handlers, the fault points of ``pipeline.faults``). Nothing below it reads
+``os.environ``.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import sys
 
 import typer
 
+from pipeline import faults
+from pipeline.config.environment import FAULT_AT, Environment
 from pipeline.errors import ExitCode, MlopsError
 from pipeline.tune import interrupts
 
@@ -31,9 +38,11 @@ for _stage in _STAGES:
 def main() -> None:
     """Console entry point: run the app, turning an ``MlopsError`` into one line and a code."""
     interrupts.install()  # Ctrl-C and SIGTERM stop cleanly: one line, exit 130 / 143
+    env = Environment.from_os()  # the one read of the process environment
     try:
+        faults.arm(env.get(FAULT_AT))  # a testing aid (pipeline/faults.py): unset, nothing armed
         # Without standalone mode, click returns the code of a ``typer.Exit`` instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, obj=env)
     except KeyboardInterrupt as stop:  # arrived outside a command (typer turns one inside into 130)
         interrupts.stopped(stop, "")
     except MlopsError as error:

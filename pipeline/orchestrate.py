@@ -7,12 +7,12 @@ others still run; the exit code says whether every model met its goal.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.config.environment import Environment
 from pipeline.errors import ExitCode, MlopsError
 from pipeline.summary import TuneSummary
 
@@ -34,6 +34,10 @@ class PushOptions:
         base_image: Docker base image override.
         notify: ``now`` (send e-mails / webhooks as results come), ``queue`` (render them
             into each model's outbox for ``mlops notify``; no credentials needed) or ``off``.
+        restart_backoff: seconds before the supervisor's first restart.
+        environment: the environment snapshot the CLI took: settings (``MLOPS_CONFIG``,
+            ``MLOPS_SMTP_*``, ...), what the tune stage may inherit, GitHub's variables for
+            the summary. Empty: none of them.
     """
 
     repo: Path
@@ -47,6 +51,7 @@ class PushOptions:
     base_image: str | None = None
     notify: str = "now"
     restart_backoff: float = 2.0
+    environment: Environment = field(default_factory=Environment)
 
 
 @dataclass
@@ -73,12 +78,14 @@ def run_push(options: PushOptions, log: Callable[[str], None] = print) -> int:
     from pipeline.report.notify.deliver import NotifySettings, flush_outbox, outboxes
 
     repo = options.repo.resolve()
+    env = options.environment
     if options.notify not in NOTIFY_MODES:
         raise MlopsError(f"--notify {options.notify!r} is not a mode: use one of {', '.join(NOTIFY_MODES)}")
     notify_settings = None
     if options.notify != "off":
         # Before any work: bad settings (a cleartext login, no recipient) fail in a second, not after the tune.
-        notify_settings = NotifySettings.from_config(read_repo_config(find_repo_config(repo)).get("notify"))
+        config = read_repo_config(find_repo_config(repo, env.config_path))
+        notify_settings = NotifySettings.from_config(config.get("notify"), env)
     changes = changed_models(repo, options.before, options.after)
     for folder in changes.deleted:
         log(f"deleted: {folder} (nothing to tune)")
@@ -100,8 +107,8 @@ def run_push(options: PushOptions, log: Callable[[str], None] = print) -> int:
     markdown = render_markdown(summaries, failures, base_dir=options.summary_path.parent.resolve())
     write_summary(options.summary_path, markdown)
     log(f"summary: {options.summary_path}")
-    if os.environ.get("GITHUB_ACTIONS") == "true":
-        for warning in publish_github(markdown).warnings:
+    if env.on_github_actions:
+        for warning in publish_github(markdown, env=env).warnings:
             log(f"warning: {warning}")
     if failures:
         return ExitCode.MODEL_FAILED
@@ -133,7 +140,7 @@ def _one_model(
         manifest = load_manifest(model_dir)
         run_dir = (options.repo / options.runs_dir).resolve() / manifest.name
         outcome.stage = "build"
-        runner = choose_runner(options.runner)
+        runner = choose_runner(options.runner, options.environment)
         if isinstance(runner, DockerRunner):
             from pipeline.build.images import build_image
 
@@ -142,6 +149,7 @@ def _one_model(
                 classification.kind,
                 classification.framework or "",
                 commit,
+                env=options.environment,
                 base_image=options.base_image,
                 log=log,
             )
@@ -167,7 +175,7 @@ def _one_model(
         supervisor = Supervisor(runner, options.max_restarts, options.restart_backoff, on_restart=restarted, log=log)
         tune_args = _tune_args_for(manifest, options.tune_args, log)
         args = ["tune", runner.model_path(model_dir), "--runs-dir", str(run_dir.parent), *tune_args]
-        result = supervisor.run(args, _tune_env(options.repo), options.repo)
+        result = supervisor.run(args, _tune_env(options.repo, options.environment), options.repo)
         summary_file = run_dir / "summary.json"
         if result.exit_code not in (ExitCode.OK, ExitCode.GOAL_NOT_MET) or not summary_file.exists():
             raise MlopsError(f"tune {describe_exit(result.exit_code)} after {result.restarts} restart(s)")
@@ -230,9 +238,9 @@ def _options_read(manifest: Any, section: str) -> Any:
     return specs if specs is not None else getattr(manifest, section)
 
 
-def _tune_env(repo: Path) -> dict[str, str]:
+def _tune_env(repo: Path, host_env: Environment) -> dict[str, str]:
     """The default tracking store as an absolute path, so a container sees the same file."""
     env: dict[str, str] = {}
-    if not os.environ.get("MLFLOW_TRACKING_URI") and not os.environ.get("MLOPS_TRACKING_URI"):
+    if not host_env.tracking_uri and not host_env.get("MLOPS_TRACKING_URI"):
         env["MLOPS_TRACKING_URI"] = f"sqlite:///{repo.resolve() / 'mlruns' / 'mlflow.db'}"
     return env

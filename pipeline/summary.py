@@ -33,12 +33,24 @@ class GoalSpec:
     target: float = 0.9
     confidence: bool = False
 
+    def better(self, a: float, b: float) -> bool:
+        """Whether metric value ``a`` is strictly better than ``b`` in this goal's direction (NaN never is)."""
+        return a > b if self.direction == "maximize" else a < b
+
+    @property
+    def sign(self) -> str:
+        """``>=`` or ``<=``: how the goal reads (``val_accuracy >= 0.9``)."""
+        return ">=" if self.direction == "maximize" else "<="
+
     def reached(self, value: float, lower_bound: float | None = None) -> bool:
-        """Whether ``value`` (or its interval's lower bound, when asked for) meets the goal."""
-        if self.direction == "minimize":
-            return value <= self.target
-        checked = lower_bound if (self.confidence and lower_bound is not None) else value
-        return checked >= self.target
+        """Whether ``value`` (or its interval's lower bound, when asked for) meets the goal.
+
+        The lower bound counts only for a maximized goal: an error's interval is not computed.
+        """
+        checked = value
+        if self.confidence and lower_bound is not None and self.direction == "maximize":
+            checked = lower_bound
+        return checked == self.target or self.better(checked, self.target)
 
     @property
     def kind(self) -> str | None:

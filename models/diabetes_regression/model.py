@@ -4,9 +4,8 @@ The data ships inside scikit-learn (``load_diabetes``: 442 patients, ten baselin
 measurements, disease progression one year later), so no download is needed. ``prepare``
 splits it once per study, stratified on target quantiles so the small validation and test
 splits span the whole range. A trial fits ridge, elastic net or an RBF support-vector
-regressor in one go, or grows histogram gradient boosting in ``warm_start`` chunks, reporting
-``val_rmse`` after each so a hopeless trial is pruned before it finishes. The fitted pipeline
-is checkpointed (joblib, with a checksum) so a retried trial continues where its process died.
+regressor in one go and reports ``val_rmse``. The fitted pipeline is checkpointed (joblib,
+with a checksum) so a retried trial reuses it instead of fitting again.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from pipeline.sdk import (
     Evaluation,
@@ -36,7 +34,7 @@ from pipeline.sdk import (
     write_atomic,
 )
 
-ESTIMATORS = ("ridge", "elasticnet", "svr", "hist_gradient_boosting")
+ESTIMATORS = ("ridge", "elasticnet", "svr")
 CHECKPOINT = "estimator.joblib"
 _DEFAULTS: dict[str, Any] = {
     "estimator": "ridge",
@@ -45,13 +43,7 @@ _DEFAULTS: dict[str, Any] = {
     "C": 1.0,
     "gamma": "scale",
     "epsilon": 0.1,
-    "learning_rate": 0.1,
-    "max_iter": 100,
-    "max_leaf_nodes": 31,
-    "min_samples_leaf": 20,
-    "l2_regularization": 0.0,
 }
-_GROWN = "max_iter"  # the one parameter a checkpoint may be continued under when it grows
 
 
 @dataclass
@@ -62,13 +54,11 @@ class DiabetesData:
         features: split name -> ``(n, 10)`` baseline measurements.
         targets: split name -> ``(n,)`` disease progression.
         feature_names: the columns' names.
-        report_every: boosting iterations between two reports (and checkpoints).
     """
 
     features: dict[str, np.ndarray]
     targets: dict[str, np.ndarray]
     feature_names: list[str]
-    report_every: int = 10
 
 
 def split(
@@ -102,9 +92,6 @@ def prepare(ctx: StudyContext) -> DiabetesData:
     from sklearn.datasets import load_diabetes
 
     val_fraction, test_fraction, bins = _options(ctx)
-    report_every = ctx.params.get("report_every", 10)
-    if not isinstance(report_every, int) or report_every < 1:
-        raise MlopsError(f"{ctx.manifest.path}: params.report_every must be a whole number >= 1, not {report_every!r}")
     bunch = load_diabetes(scaled=False)
     features = bunch.data.astype(np.float64)
     targets = bunch.target.astype(np.float64)
@@ -125,20 +112,15 @@ def prepare(ctx: StudyContext) -> DiabetesData:
         features={name: features[index] for name, index in parts.items()},
         targets={name: targets[index] for name, index in parts.items()},
         feature_names=list(bunch.feature_names),
-        report_every=report_every,
     )
 
 
-def build_pipeline(params: dict[str, Any], seed: int) -> Any:
+def build_pipeline(params: dict[str, Any]) -> Any:
     """StandardScaler followed by the estimator ``params["estimator"]`` names.
-
-    Gradient boosting starts with ``warm_start`` and no early stopping, so ``train`` can grow
-    it chunk by chunk and the result equals one fit with the full ``max_iter``.
 
     Raises:
         ValueError: naming an unknown estimator and the allowed ones.
     """
-    from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import ElasticNet, Ridge
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
@@ -152,17 +134,6 @@ def build_pipeline(params: dict[str, Any], seed: int) -> Any:
     elif name == "svr":
         gamma = params["gamma"] if params["gamma"] == "scale" else float(params["gamma"])
         estimator = SVR(C=float(params["C"]), gamma=gamma, epsilon=float(params["epsilon"]))
-    elif name == "hist_gradient_boosting":
-        estimator = HistGradientBoostingRegressor(
-            learning_rate=float(params["learning_rate"]),
-            max_iter=int(params["max_iter"]),
-            max_leaf_nodes=int(params["max_leaf_nodes"]),
-            min_samples_leaf=int(params["min_samples_leaf"]),
-            l2_regularization=float(params["l2_regularization"]),
-            early_stopping=False,
-            warm_start=True,
-            random_state=seed,
-        )
     else:
         raise ValueError(f"estimator {name!r} is unknown; allowed: {', '.join(ESTIMATORS)}")
     return Pipeline([("scale", StandardScaler()), ("model", estimator)])
@@ -180,11 +151,6 @@ def _scores(pipeline: Any, data: DiabetesData) -> dict[str, float]:
     }
 
 
-def _identity(params: dict[str, Any]) -> dict[str, Any]:
-    """The parameters a checkpoint must share with a trial to be continued by it."""
-    return {k: v for k, v in params.items() if k != _GROWN}
-
-
 def _load_checkpoint(folder: Path, params: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
     """The last good saved state of this trial, or ``None`` when there is none it can continue.
 
@@ -194,10 +160,8 @@ def _load_checkpoint(folder: Path, params: dict[str, Any], log: Callable[[str], 
     import joblib
 
     state = load_good(folder / CHECKPOINT, lambda data: joblib.load(io.BytesIO(unframe(data))), log)
-    if not isinstance(state, dict) or state.get("identity") != _identity(params):
+    if not isinstance(state, dict) or state.get("identity") != params:
         return None  # none, or another configuration
-    if state["done"] > int(params["max_iter"]):
-        return None  # grown past what this trial asks for
     return state
 
 
@@ -211,28 +175,21 @@ def _save_checkpoint(folder: Path, state: dict[str, Any]) -> None:
 
 
 def train(data: DiabetesData, params: dict[str, Any], trial: TrialContext) -> TrainResult:
-    """Fit one candidate, reporting ``val_rmse`` and ``val_r2``; continues from ``trial.checkpoint_dir``.
+    """Fit one candidate and report ``rmse``, ``val_rmse`` and ``val_r2`` once (step 0).
 
-    Ridge, elastic net and SVR report once (step 0). Gradient boosting reports after every
-    ``data.report_every`` iterations (step = chunk number) and its value is the final
-    iteration's ``val_rmse`` (``max_iter`` is searched, so the tuner chooses the length).
+    A retried trial whose checkpoint in ``trial.checkpoint_dir`` holds the same parameters
+    reports the saved fit instead of fitting again.
     """
     params = {**_DEFAULTS, **params}
     state = _load_checkpoint(trial.checkpoint_dir, params, trial.log)
     if state is None:
         state = {
-            "identity": _identity(params),
-            "pipeline": build_pipeline(params, trial.seed),
+            "identity": params,
+            "pipeline": build_pipeline(params),
             "done": 0,
             "history": {"rmse": [], "val_rmse": [], "val_r2": []},
         }
-    # On a few hundred rows OpenMP's threads cost more than the arithmetic: boosting 100
-    # iterations took ~0.1 s on one thread, ~1 s on two busy shared cores (measured).
-    with threadpool_limits(limits=1, user_api="openmp"):
-        if params["estimator"] == "hist_gradient_boosting":
-            _grow(data, state, int(params["max_iter"]), trial)
-        else:
-            _fit_once(data, state, trial)
+    _fit_once(data, state, trial)
     history = state["history"]
     return TrainResult(history["val_rmse"][-1], state["pipeline"], {k: list(v) for k, v in history.items()}, n_val=None)
 
@@ -254,24 +211,6 @@ def _fit_once(data: DiabetesData, state: dict[str, Any], trial: TrialContext) ->
         state["done"] = 1
         _save_checkpoint(trial.checkpoint_dir, state)
     trial.report(0, _last(state))
-
-
-def _grow(data: DiabetesData, state: dict[str, Any], total: int, trial: TrialContext) -> None:
-    """Gradient boosting: add ``data.report_every`` iterations at a time until ``total``.
-
-    Each chunk is checkpointed before it is reported, so a pruned or killed trial loses nothing
-    it finished; ``report`` may raise ``optuna.TrialPruned``.
-    """
-    pipeline = state["pipeline"]
-    if state["done"] == total:  # it finished before its process died: report the last chunk again
-        trial.report(len(state["history"]["val_rmse"]) - 1, _last(state))
-    while state["done"] < total:
-        state["done"] = min(state["done"] + data.report_every, total)
-        pipeline.set_params(model__max_iter=state["done"])
-        pipeline.fit(data.features["train"], data.targets["train"])  # warm_start: only the new iterations
-        _record(state, _scores(pipeline, data))
-        _save_checkpoint(trial.checkpoint_dir, state)
-        trial.report(len(state["history"]["val_rmse"]) - 1, _last(state))
 
 
 def evaluate(data: DiabetesData, result: TrainResult) -> Evaluation:

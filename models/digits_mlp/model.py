@@ -25,7 +25,7 @@ from pipeline.sdk import (
     split_fractions,
     three_way_split,
 )
-from pipeline.sdk.keras import dense_layers, evaluate_classifier, train_classifier
+from pipeline.sdk.keras import dense_classifier, evaluate_classifier, train_new_classifier
 
 SCALINGS = ("standard", "minmax", "none")
 PIXEL_MAX = 16.0  # load_digits' intensities run 0..16
@@ -108,18 +108,14 @@ def build_mlp(data: DigitsData, params: dict[str, Any]) -> Any:
         layers.append(keras.layers.Normalization(mean=train.mean(axis=0), variance=train.var(axis=0) + 1e-6))
     elif data.scaling == "minmax":
         layers.append(keras.layers.Rescaling(1.0 / PIXEL_MAX))
-    layers.extend(dense_layers(params))
-    layers.append(keras.layers.Dense(len(data.names), activation="softmax"))
-    return keras.Sequential(layers, name="digits_mlp")
+    return dense_classifier(layers, params, len(data.names), "digits_mlp")
 
 
 def train(data: DigitsData, params: dict[str, Any], trial: TrialContext) -> TrainResult:
     """Fit one network; resumes at the epoch after the last one in ``trial.checkpoint_dir``."""
-    import keras
-
     params = {**_DEFAULTS, **params}
-    keras.utils.set_random_seed(trial.seed)
-    return train_classifier(build_mlp(data, params), params, data.features, data.labels, trial, data.patience)
+    build = lambda: build_mlp(data, params)  # noqa: E731  (built after the seed is set)
+    return train_new_classifier(build, params, data.features, data.labels, trial, data.patience)
 
 
 def evaluate(data: DigitsData, result: TrainResult) -> Evaluation:

@@ -22,7 +22,7 @@ from pipeline.sdk import (
     fingerprint,
     split_fractions,
 )
-from pipeline.sdk.keras import dense_layers, evaluate_classifier, train_classifier
+from pipeline.sdk.keras import dense_classifier, evaluate_classifier, train_new_classifier
 
 from .backbone import extract_features, load_base, weights_identity
 from .faces import load_faces, split
@@ -113,22 +113,15 @@ def build_head(data: FaceData, params: dict[str, Any]) -> Any:
     import keras
 
     train = data.features["train"]
-    layers: list[Any] = [
-        keras.Input((train.shape[1],)),
-        keras.layers.Normalization(mean=train.mean(axis=0), variance=train.var(axis=0) + 1e-6),
-    ]
-    layers.extend(dense_layers(params))
-    layers.append(keras.layers.Dense(len(data.names), activation="softmax"))
-    return keras.Sequential(layers, name="face_head")
+    scaling = keras.layers.Normalization(mean=train.mean(axis=0), variance=train.var(axis=0) + 1e-6)
+    return dense_classifier([keras.Input((train.shape[1],)), scaling], params, len(data.names), "face_head")
 
 
 def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainResult:
     """Fit one head on the cached features; resumes from ``trial.checkpoint_dir``."""
-    import keras
-
     params = {**_DEFAULTS, **params}
-    keras.utils.set_random_seed(trial.seed)
-    return train_classifier(build_head(data, params), params, data.features, data.labels, trial, data.patience)
+    build = lambda: build_head(data, params)  # noqa: E731  (built after the seed is set)
+    return train_new_classifier(build, params, data.features, data.labels, trial, data.patience)
 
 
 def evaluate(data: FaceData, result: TrainResult) -> Evaluation:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import jinja2
 
-from pipeline.errors import MlopsError
 from pipeline.config.manifest import KINDS, load_manifest
+from pipeline.errors import MlopsError
+from pipeline.sdk.feature_cache import file_digest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILES = PROJECT_ROOT / "dockerfiles"
@@ -35,7 +36,6 @@ DOCKERFILES = PROJECT_ROOT / "dockerfiles"
 # refresh it with `docker buildx imagetools inspect python:3.11-slim`.
 PYTHON_SLIM_DIGEST = "sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7"
 DEFAULT_BASE_IMAGE = f"python:3.11-slim@{PYTHON_SLIM_DIGEST}"
-BASE_IMAGE_SETTING = "MLOPS_BASE_IMAGE"
 MODEL_DIR_IN_IMAGE = "/app/models"
 
 
@@ -96,8 +96,12 @@ def normalize_framework(framework: str | None, kind: str) -> str:
 
 
 def base_image_from_settings(base_image: str | None = None) -> str:
-    """The base image: the argument, else ``$MLOPS_BASE_IMAGE``, else the pinned default."""
-    return base_image or os.environ.get(BASE_IMAGE_SETTING) or DEFAULT_BASE_IMAGE
+    """The base image: the argument, else the pinned default.
+
+    The CLI fills the argument from ``--base-image`` or ``$MLOPS_BASE_IMAGE``
+    (``pipeline.config.environment.BASE_IMAGE``).
+    """
+    return base_image or DEFAULT_BASE_IMAGE
 
 
 def render_dockerfile(
@@ -229,5 +233,5 @@ def context_hash(context: Path) -> str:
     for path in sorted(p for p in context.rglob("*") if p.is_file()):
         digest.update(path.relative_to(context).as_posix().encode() + b"\0")
         digest.update(b"x" if os.access(path, os.X_OK) else b"-")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+        digest.update(bytes.fromhex(file_digest(path)))
     return digest.hexdigest()

@@ -9,32 +9,28 @@ Example::
 
     from pipeline.build.images import build_image, docker_available
 
-    if docker_available():
-        built = build_image(Path("models/face_vgg16"), "cnn", "keras", commit="3f2a9c1")
+    env = Environment.from_os()  # at the edge: the CLI does this once
+    if docker_available(env):
+        built = build_image(Path("models/face_vgg16"), "cnn", "keras", commit="3f2a9c1", env=env)
         print(built.tag, "reused" if built.reused else "built")
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.build.dockerfiles import PROJECT_ROOT, assemble_context, base_image_from_settings, normalize_framework
-from pipeline.errors import MlopsError
+from pipeline.config.environment import Environment
 from pipeline.config.manifest import load_manifest
+from pipeline.errors import MlopsError
 
 HASH_LABEL = "io.mlops.context-hash"
-# Package-index settings forwarded to the build. They may carry credentials
-# (https://user:token@host/simple): the Dockerfile reads them only in its builder stage,
-# whose layers the image does not keep. (BuildKit secrets would be the usual way, but the
-# Docker SDK builds with the legacy builder, which has no secrets.)
-INDEX_SETTINGS = ("PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # pip colours its errors
 
 
@@ -61,10 +57,11 @@ def image_tag(model_name: str, commit: str) -> str:
     return f"{model_name}:{short}"
 
 
-def docker_client(timeout: int | None = 600) -> Any:
-    """A Docker SDK client from the environment (``DOCKER_HOST`` or the default socket).
+def docker_client(env: Mapping[str, str], timeout: int | None = 600) -> Any:
+    """A Docker SDK client for the engine ``env`` names (``DOCKER_HOST`` or the default socket).
 
     Args:
+        env: the environment snapshot; the SDK reads its ``DOCKER_*`` variables from it.
         timeout: seconds an API call may wait for an answer; None waits for ever.
 
     Raises:
@@ -73,20 +70,20 @@ def docker_client(timeout: int | None = 600) -> Any:
     import docker  # here, not at the top: `mlops --help` should not pay for it
 
     try:
-        client = docker.from_env(timeout=timeout)
+        client = docker.from_env(timeout=timeout, environment=dict(env))
         client.ping()
     except Exception:
-        where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        where = Environment(env).docker_host
         raise MlopsError(
             f"no Docker engine reachable at {where}; start dockerd (see README) or pass --runner local"
         ) from None
     return client
 
 
-def docker_available() -> bool:
-    """True when a Docker engine answers a ping: the caller may then use the docker runner."""
+def docker_available(env: Mapping[str, str]) -> bool:
+    """True when the engine ``env`` names answers a ping: the caller may then use the docker runner."""
     try:
-        docker_client(timeout=5).close()
+        docker_client(env, timeout=5).close()
     except MlopsError:
         return False
     return True
@@ -98,6 +95,7 @@ def build_image(
     framework: str | None,
     commit: str,
     *,
+    env: Mapping[str, str],
     base_image: str | None = None,
     tag: str | None = None,
     client: Any = None,
@@ -111,6 +109,12 @@ def build_image(
         kind: ``cnn``, ``ann`` or ``regression``.
         framework: a ``FRAMEWORKS`` key or alias; None takes the kind's default.
         commit: the commit the image is built at (label and tag).
+        env: the environment snapshot: the engine to connect to (when ``client`` is None)
+            and the package-index settings (``PIP_INDEX_URL``, ``PIP_EXTRA_INDEX_URL``)
+            forwarded to the build. They may carry credentials
+            (https://user:token@host/simple): the Dockerfile reads them only in its builder
+            stage, whose layers the image does not keep. (BuildKit secrets would be the usual
+            way, but the Docker SDK builds with the legacy builder, which has no secrets.)
         base_image: the ``FROM`` image; see ``base_image_from_settings``.
         tag: the tag to give the image instead of ``<model>:<commit>``.
         client: a Docker SDK client; None connects from the environment.
@@ -122,7 +126,7 @@ def build_image(
             failing step's last log lines).
     """
     model_dir = Path(model_dir)
-    client = client or docker_client()
+    client = client or docker_client(env)
     name = load_manifest(model_dir).name
     tag = tag or image_tag(name, commit)
     with tempfile.TemporaryDirectory(prefix="mlops-build-") as tmp:
@@ -137,7 +141,8 @@ def build_image(
             log(f"reusing image {found[0].short_id} for {tag}: nothing it is built from changed")
             return BuiltImage(tag, found[0].id, digest, reused=True)
         log(f"building {tag} from {base} ({kind}, {normalize_framework(framework, kind)})")
-        image_id = _stream_build(client, context, tag, commit, digest, log)
+        buildargs = {"MLOPS_COMMIT": commit, **Environment(env).pip_index_settings()}  # unset stays unset
+        image_id = _stream_build(client, context, tag, buildargs, digest, log)
     return BuiltImage(tag, image_id, digest, reused=False)
 
 
@@ -148,12 +153,10 @@ def _local_image_id(client: Any, image: str) -> str:
         return "absent"
 
 
-def _stream_build(client: Any, context: Path, tag: str, commit: str, digest: str, log: Callable[[str], None]) -> str:
+def _stream_build(
+    client: Any, context: Path, tag: str, buildargs: dict[str, str], digest: str, log: Callable[[str], None]
+) -> str:
     """Run the build through the low-level API so its output streams as it comes."""
-    buildargs = {"MLOPS_COMMIT": commit}
-    for name in INDEX_SETTINGS:  # unset stays unset: pip's default index
-        if os.environ.get(name):
-            buildargs[name] = os.environ[name]
     tail: list[str] = []
     image_id = ""
     try:

@@ -9,6 +9,8 @@ import typer
 
 from pipeline.build.dockerfiles import model_requirements, render_dockerfile
 from pipeline.build.images import build_image
+from pipeline.commands.edge import environment
+from pipeline.config.environment import BASE_IMAGE
 from pipeline.config.manifest import load_manifest
 
 
@@ -44,6 +46,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("build")
     def build(
+        ctx: typer.Context,
         model_dir: Annotated[Path, typer.Argument(help="The model folder, e.g. models/face_vgg16.")],
         dry_run: Annotated[
             bool, typer.Option("--dry-run", help="Print the rendered Dockerfile; build nothing.")
@@ -52,7 +55,7 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(
                 "--base-image",
-                envvar="MLOPS_BASE_IMAGE",
+                envvar=BASE_IMAGE,
                 help="The FROM image (default: python:3.11-slim pinned by digest).",
             ),
         ] = None,
@@ -82,6 +85,7 @@ def register(app: typer.Typer) -> None:
             kind,
             framework,
             commit or head_commit(model_dir),
+            env=environment(ctx),
             base_image=base_image,
             tag=tag,
             log=typer.echo,

@@ -14,15 +14,18 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands.edge import environment
+from pipeline.config.environment import Environment
 from pipeline.errors import ExitCode, MlopsError
 
 
-def deliver_queued(repo: Path, runs_dir: Path, log: Callable[[str], None] = print) -> int:
+def deliver_queued(repo: Path, runs_dir: Path, env: Environment, log: Callable[[str], None] = print) -> int:
     """Send every queued message under ``runs_dir`` (or the configured ``notify.outbox``).
 
     Args:
         repo: where ``mlops.yaml`` is looked for (its ``notify:`` section).
         runs_dir: the run folders, relative to ``repo``; each ``<model>/outbox`` is flushed.
+        env: the environment snapshot: ``MLOPS_CONFIG`` and the ``MLOPS_SMTP_*`` settings.
         log: where the one line per outbox goes.
 
     Returns:
@@ -37,7 +40,8 @@ def deliver_queued(repo: Path, runs_dir: Path, log: Callable[[str], None] = prin
     from pipeline.report.notify import outbox as notify_outbox
     from pipeline.report.notify.deliver import NotifySettings, flush_outbox, outboxes
 
-    settings = NotifySettings.from_config(read_repo_config(find_repo_config(repo)).get("notify"))
+    config = read_repo_config(find_repo_config(repo, env.config_path))
+    settings = NotifySettings.from_config(config.get("notify"), env)
     root = repo / runs_dir
     boxes = outboxes(settings, root)
     pending = {box: notify_outbox.pending(box) for box in boxes}
@@ -72,6 +76,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("notify")
     def notify_command(
+        ctx: typer.Context,
         runs_dir: Annotated[
             Path, typer.Option(help="Run folders whose <model>/outbox/ hold queued messages, relative to --repo.")
         ] = Path("mlops-runs"),
@@ -83,4 +88,4 @@ def register(app: typer.Typer) -> None:
         queued), 2 with one error line when the settings are missing or invalid, 5 when a
         message stays queued (the next `mlops notify` retries it).
         """
-        raise typer.Exit(deliver_queued(repo, runs_dir, log=typer.echo))
+        raise typer.Exit(deliver_queued(repo, runs_dir, environment(ctx), log=typer.echo))

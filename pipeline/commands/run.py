@@ -8,6 +8,9 @@ from typing import Annotated
 
 import typer
 
+from pipeline.commands.edge import environment
+from pipeline.config.environment import BASE_IMAGE
+
 
 class NotifyMode(StrEnum):
     """When result e-mails and webhooks go out."""
@@ -41,7 +44,7 @@ def register(app: typer.Typer) -> None:
             float, typer.Option(help="Seconds before the first restart; doubles each time.")
         ] = 2.0,
         base_image: Annotated[
-            str | None, typer.Option(envvar="MLOPS_BASE_IMAGE", help="Docker base image for the model images.")
+            str | None, typer.Option(envvar=BASE_IMAGE, help="Docker base image for the model images.")
         ] = None,
         notify: Annotated[
             NotifyMode,
@@ -70,5 +73,6 @@ def register(app: typer.Typer) -> None:
             base_image=base_image,
             notify=NotifyMode.off.value if no_notify else notify.value,
             restart_backoff=restart_backoff,
+            environment=environment(ctx),
         )
         raise typer.Exit(run_push(options, log=typer.echo))

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pipeline.commands.edge import environment
 from pipeline.errors import ExitCode
 
 
@@ -15,6 +16,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("tune")
     def tune_command(
+        ctx: typer.Context,
         model_dir: Annotated[Path, typer.Argument(help="The model folder (holds model.yaml), e.g. models/face_vgg16.")],
         goal: Annotated[
             float | None, typer.Option(help="Goal for the model's metric; default: model.yaml goal.target.")
@@ -67,8 +69,9 @@ def register(app: typer.Typer) -> None:
         from pipeline.config.preflight import check_run
         from pipeline.config.settings import find_repo_config, read_repo_config, resolve_settings
 
+        env = environment(ctx)
         manifest = load_manifest(model_dir)
-        config_path = find_repo_config(model_dir)
+        config_path = find_repo_config(model_dir, env.config_path)
         flags: dict[str, Any] = {
             "goal": goal,
             "goal_confidence": goal_confidence,
@@ -86,7 +89,7 @@ def register(app: typer.Typer) -> None:
             "overrides": set_ or None,
         }
         settings = resolve_settings(
-            manifest.tune, read_repo_config(config_path), flags, config_path, manifest_path=manifest.path
+            manifest.tune, read_repo_config(config_path), flags, config_path, environ=env, manifest_path=manifest.path
         )
         check_run(manifest, settings)  # bad input fails here, before TensorFlow, MLflow or the data load
 

@@ -11,10 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.config.option_schema import Accepts
 from pipeline.config.search_space import SearchSpace
+from pipeline.config.yaml_file import load_yaml
 from pipeline.errors import MlopsError
 from pipeline.summary import GoalSpec
 
@@ -222,10 +221,4 @@ def load_manifest(model_dir: Path) -> ModelManifest:
     path = model_dir / MANIFEST
     if not path.is_file():
         raise MlopsError(f"{path}: missing; every model folder needs a {MANIFEST} (see README)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise MlopsError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
-    return parse_manifest(raw, path)
+    return parse_manifest(load_yaml(path), path)

@@ -5,6 +5,11 @@
 3. environment variables ``MLOPS_<SETTING>`` (``MLOPS_MAX_TRIALS=20``),
 4. command-line flags.
 
+The environment is the ``Environment`` snapshot the CLI took (``pipeline.config.environment``):
+it also gives the defaults that depend on the machine, ``tracking_uri`` from
+``$MLFLOW_TRACKING_URI``, ``cache_dir`` under ``$XDG_CACHE_HOME`` and ``commit`` from the CI
+server's ``$GIT_COMMIT`` / ``$GITHUB_SHA``. Nothing here reads ``os.environ``.
+
 A value of the wrong type or out of range is an ``MlopsError`` naming the layer and the
 setting; ``check_settings`` also proves the run and cache folders can be written, before
 any data is loaded or any run opened.
@@ -12,22 +17,24 @@ any data is loaded or any run opened.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
-import uuid
+import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pipeline.config.environment import CI_COMMIT_NAMES, MLFLOW_TRACKING_URI, Environment
+from pipeline.config.yaml_file import load_yaml
 from pipeline.errors import MlopsError
-from pipeline.sdk.feature_cache import DEFAULT_DIR
+from pipeline.sdk.feature_cache import default_dir
 
 REPO_CONFIG = "mlops.yaml"
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
 @dataclass
@@ -40,18 +47,24 @@ class TuneSettings:
     timeout: float | None = 1800.0  # seconds for this invocation; None: no limit
     study_name: str | None = None  # default: model name + a hash of its data/params/space
     storage: str | None = None  # default: sqlite:///<runs_dir>/optuna.db
-    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///mlruns/mlflow.db
+    tracking_uri: str | None = None  # resolve_settings: $MLFLOW_TRACKING_URI; else sqlite:///mlruns/mlflow.db
     experiment: str | None = None  # default: the model's name
     seed: int = 42
     pruner: str = "median"
     runs_dir: Path = Path("mlops-runs")
-    cache_dir: Path = DEFAULT_DIR
+    cache_dir: Path = field(default_factory=default_dir)  # resolve_settings: under $XDG_CACHE_HOME
     weights: str | None = None  # overrides params.weights
     register: bool = True  # register the best model when the goal is met
     max_retry: int = 3  # retries of a trial whose process died
     heartbeat_interval: int = 2
     grace_period: int = 10
     overrides: list[str] = field(default_factory=list)  # "data.source=lfw"
+    # Set by the supervisor (MLOPS_RESTARTS, MLOPS_RESTART_REASON) when it restarts a dead tune.
+    restarts: int = 0
+    restart_reason: str = ""
+    # The commit a run records when its model folder is in no Git checkout (a container);
+    # resolve_settings: the CI server's $GIT_COMMIT or $GITHUB_SHA.
+    commit: str | None = None
     # Where each setting that was set came from ("--goal", "MLOPS_GOAL", "mlops.yaml tune.goal"),
     # so a bad value's message names the place to fix it. Not a setting itself.
     origin: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -67,8 +80,8 @@ class TuneSettings:
 
     @property
     def tracking(self) -> str:
-        """The MLflow tracking URI."""
-        return self.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlruns/mlflow.db"
+        """The MLflow tracking URI: the setting, else ``DEFAULT_TRACKING_URI``."""
+        return self.tracking_uri or DEFAULT_TRACKING_URI
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(TuneSettings) if f.name != "origin"}
@@ -112,10 +125,16 @@ def _apply(settings: dict[str, Any], origin: dict[str, str], layer: dict[str, An
         origin[name] = label(name)
 
 
-def find_repo_config(start: Path) -> Path | None:
-    """The nearest ``mlops.yaml`` above ``start`` (or ``$MLOPS_CONFIG``), stopping at a Git root."""
-    if os.environ.get("MLOPS_CONFIG"):
-        return Path(os.environ["MLOPS_CONFIG"])
+def find_repo_config(start: Path, config_path: Path | None = None) -> Path | None:
+    """The nearest ``mlops.yaml`` above ``start``, stopping at a Git root.
+
+    Args:
+        start: the model folder (or repository) to search upwards from.
+        config_path: the file to use instead, when given (``Environment.config_path``,
+            from ``$MLOPS_CONFIG``).
+    """
+    if config_path is not None:
+        return config_path
     for folder in [start.resolve(), *start.resolve().parents]:
         if (folder / REPO_CONFIG).is_file():
             return folder / REPO_CONFIG
@@ -128,10 +147,7 @@ def read_repo_config(path: Path | None) -> dict[str, Any]:
     """The whole repository config (sections ``tune:``, ``notify:``), or ``{}``."""
     if path is None:
         return {}
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise MlopsError(f"{path}: cannot be read as YAML ({error})") from None
+    doc = load_yaml(path) or {}
     if not isinstance(doc, dict):
         raise MlopsError(f"{path}: must be a mapping with sections like 'tune:' and 'notify:'")
     return doc
@@ -142,11 +158,21 @@ def resolve_settings(
     repo_config: dict[str, Any],
     flags: dict[str, Any],
     repo_config_path: Path | None = None,
-    environ: dict[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
     manifest_path: Path | None = None,
 ) -> TuneSettings:
-    """Merge the four layers; ``flags`` holds only options the user actually passed."""
-    environ = dict(os.environ if environ is None else environ)
+    """Merge the four layers; ``flags`` holds only options the user actually passed.
+
+    Args:
+        manifest_tune: ``model.yaml``'s ``tune:`` section.
+        repo_config: the whole ``mlops.yaml`` (its ``tune:`` section counts).
+        flags: the command-line options the user passed.
+        repo_config_path: where ``mlops.yaml`` was read, for messages.
+        environ: the environment snapshot (``Environment.from_os()`` at the CLI); None: no
+            environment layer and the machine-independent defaults.
+        manifest_path: where ``model.yaml`` was read, for messages.
+    """
+    environ = Environment(environ)
     values: dict[str, Any] = {}
     origin: dict[str, str] = {}
     repo, model = str(repo_config_path or REPO_CONFIG), str(manifest_path or "model.yaml")
@@ -158,11 +184,23 @@ def resolve_settings(
         origin[name] = f"MLOPS_{name.upper()}"
     passed = {k: v for k, v in flags.items() if v is not None}
     _apply(values, origin, passed, "command line", lambda n: "--" + n.replace("_", "-"))
+    _machine_defaults(values, origin, environ)
     settings = TuneSettings(**values, origin=origin)
     if settings.pruner not in PRUNERS:
         raise MlopsError(f"setting pruner={settings.pruner!r} is unknown; use one of {', '.join(PRUNERS)}")
     _check_ranges(settings)
     return settings
+
+
+def _machine_defaults(values: dict[str, Any], origin: dict[str, str], environ: Environment) -> None:
+    """Fill the settings no layer set whose default depends on the environment."""
+    if values.get("tracking_uri") is None and environ.tracking_uri:
+        values["tracking_uri"], origin["tracking_uri"] = environ.tracking_uri, MLFLOW_TRACKING_URI
+    if values.get("commit") is None and environ.ci_commit:
+        source = next(name for name in CI_COMMIT_NAMES if environ.get(name))
+        values["commit"], origin["commit"] = environ.ci_commit, source
+    if "cache_dir" not in values:  # still the default: under this user's cache home
+        values["cache_dir"] = default_dir(environ.cache_home)
 
 
 # Numeric settings and the rule each must satisfy; None (no limit) is allowed only for timeout.
@@ -201,24 +239,18 @@ def check_folders(settings: TuneSettings) -> None:
     """
     for name in ("runs_dir", "cache_dir"):
         folder = Path(getattr(settings, name)).expanduser().absolute()
-        made: list[Path] = []
+        # The nearest folder that exists gets a uniquely named probe: workers starting together
+        # never collide, and nothing of the wanted folder is made or removed here.
+        nearest = next(p for p in [folder, *folder.parents] if p.exists())
         try:
-            missing = [p for p in [folder, *folder.parents] if not p.exists()]
-            for parent in reversed(missing):
-                parent.mkdir()
-                made.append(parent)
-            probe = folder / f".mlops-probe-{uuid.uuid4().hex}"
-            probe.write_bytes(b"")
-            probe.unlink()
+            if not nearest.is_dir():
+                raise NotADirectoryError(f"{nearest} is a file")
+            tempfile.TemporaryDirectory(dir=nearest, prefix=".mlops-probe-").cleanup()
         except OSError as error:
             raise MlopsError(
                 f"setting {name}={folder} (from {settings.source(name)}) cannot be created or written "
                 f"({error.strerror or error}); pick a writable folder"
             ) from None
-        finally:
-            for created in reversed(made):
-                with contextlib.suppress(OSError):  # someone else wrote there meanwhile: theirs now
-                    created.rmdir()
 
 
 def apply_overrides(manifest: Any, settings: TuneSettings) -> tuple[dict[str, Any], dict[str, Any]]:

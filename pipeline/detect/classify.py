@@ -36,9 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.config.manifest import KINDS, MANIFEST
+from pipeline.config.yaml_file import load_yaml
 from pipeline.detect._ast_symbols import read_code, symbol_uses
 from pipeline.detect._symbol_kinds import symbol_kind
 from pipeline.errors import MlopsError
@@ -165,12 +164,7 @@ def _manifest_override(folder: Path) -> tuple[str | None, str | None]:
     path = folder / MANIFEST
     if not path.is_file():
         return None, None
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise MlopsError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
+    raw = load_yaml(path)
     if raw is None:
         return None, None
     if not isinstance(raw, dict):

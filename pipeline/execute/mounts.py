@@ -17,7 +17,7 @@ stops the container: the rules can be read and tested without an engine.
 
 Example::
 
-    env = container_env({"MLOPS_RUNS_DIR": "runs"})
+    env = container_env(Environment.from_os(), {"MLOPS_RUNS_DIR": "runs"})  # the CLI takes the snapshot
     for path, read_only in mounts(env, Path.cwd(), user="1000:1000"):
         print(path, "ro" if read_only else "rw")
 """
@@ -51,9 +51,15 @@ DEFAULT_RUNS_DIR = "mlops-runs"
 ARTIFACT_DIR = "mlruns"
 
 
-def container_env(env: Mapping[str, str], args: Sequence[str] = ()) -> dict[str, str]:
-    """The variables the container gets: the allow-listed host ones, then ``env``'s."""
-    return tune_environment(os.environ, env, args=tuple(args))
+def container_env(host_env: Mapping[str, str], env: Mapping[str, str], args: Sequence[str] = ()) -> dict[str, str]:
+    """The variables the container gets: the allow-listed ones of ``host_env``, then ``env``'s.
+
+    Args:
+        host_env: the host's environment snapshot (``Environment``, taken by the CLI).
+        env: the variables the caller sets on purpose; they pass as they are and win.
+        args: the ``mlops`` command line (its ``--tracking-uri`` counts).
+    """
+    return tune_environment(host_env, env, args=tuple(args))
 
 
 def container_user() -> str:

@@ -11,7 +11,7 @@ the shell's convention on both runners: a process killed by signal N returns ``1
 
 Example::
 
-    runner = choose_runner("auto", image=built.tag)
+    runner = choose_runner("auto", Environment.from_os(), image=built.tag)  # the CLI takes the snapshot
     code = runner.run(["tune", runner.model_path(model_dir)], env, Path.cwd())
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import io
-import os
 import subprocess
 import sys
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO, cast
 
 from pipeline.build.images import docker_available, docker_client
+from pipeline.config.environment import Environment
 from pipeline.errors import MlopsError
 from pipeline.execute import mounts as container_mounts
 from pipeline.execute.tune_env import tune_environment
@@ -71,13 +71,21 @@ class LocalRunner:
         out: where output goes as it comes; ``sys.stdout`` (at call time) by default.
         entrypoint: the command ``args`` are appended to, instead of ``mlops`` (tests and
             a supervisor's drills use a stand-in).
+        host_env: the host's environment snapshot (``Environment``, taken by the CLI): its
+            allow-listed variables pass to the subprocess. None passes none.
     """
 
     name = "local"
 
-    def __init__(self, out: TextIO | None = None, entrypoint: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        out: TextIO | None = None,
+        entrypoint: list[str] | None = None,
+        host_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.out = out
         self.entrypoint = entrypoint or [sys.executable, "-c", _MLOPS_MAIN]
+        self.host_env = Environment(host_env)
         self._process: subprocess.Popen[bytes] | None = None
 
     def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
@@ -86,7 +94,7 @@ class LocalRunner:
         process = subprocess.Popen(
             [*self.entrypoint, *args],
             cwd=workdir,
-            env=tune_environment(os.environ, env, args=args, local=True),
+            env=tune_environment(self.host_env, env, args=args, local=True),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
         )
@@ -133,9 +141,11 @@ class DockerRunner:
         user: ``uid:gid`` the container runs as; None: ``container_mounts.container_user()``.
         network: ``none``, ``host`` or a network name; None: ``host`` when the tracking URI
             or the storage URL names a server, else ``none``.
-        client: a Docker SDK client; None connects from the environment.
+        client: a Docker SDK client; None connects to the engine ``host_env`` names.
         out: where output goes as it comes; ``sys.stdout`` (at call time) by default.
         entrypoint: replaces the image's ``mlops`` entry point (tests, drills).
+        host_env: the host's environment snapshot (``Environment``, taken by the CLI): its
+            allow-listed variables pass to the container. None passes none.
     """
 
     name = "docker"
@@ -151,8 +161,10 @@ class DockerRunner:
         client: Any = None,
         out: TextIO | None = None,
         entrypoint: list[str] | None = None,
+        host_env: Mapping[str, str] | None = None,
     ) -> None:
         self.image = image
+        self.host_env = Environment(host_env)
         self.entrypoint = entrypoint
         self.state_dirs = [Path(p) for p in state_dirs]
         self.data_dirs = [Path(p) for p in data_dirs]
@@ -167,7 +179,7 @@ class DockerRunner:
     def client(self) -> Any:
         """The Docker SDK client, connected on first use (no read timeout: logs may pause)."""
         if self._client is None:
-            self._client = docker_client(timeout=None)
+            self._client = docker_client(self.host_env, timeout=None)
         return self._client
 
     def container_env(self, env: Mapping[str, str], args: Sequence[str] = ()) -> dict[str, str]:
@@ -176,7 +188,7 @@ class DockerRunner:
         ``HOME`` points at the container's /tmp when its user is not the image's: the
         image's home belongs to 1000:1000.
         """
-        environment = container_mounts.container_env(env, args)
+        environment = container_mounts.container_env(self.host_env, env, args)
         if self.user != container_mounts.IMAGE_USER:
             environment.setdefault("HOME", "/tmp")
         return environment
@@ -267,12 +279,16 @@ def _copy_stream(chunks: Iterable[bytes], out: TextIO) -> None:
     out.flush()
 
 
-def choose_runner(name: str, image: str | None = None, *, out: TextIO | None = None) -> LocalRunner | DockerRunner:
+def choose_runner(
+    name: str, host_env: Mapping[str, str], image: str | None = None, *, out: TextIO | None = None
+) -> LocalRunner | DockerRunner:
     """Pick a runner by name.
 
     Args:
         name: ``docker`` (an engine must answer), ``local``, or ``auto``: docker when an
             engine answers, else local, saying so.
+        host_env: the host's environment snapshot: the engine to reach (``DOCKER_HOST``)
+            and the variables the runner may pass on (``pipeline.execute.tune_env``).
         image: the image a docker runner runs (it may be set later).
         out: where the runner's output, and the fallback note, go.
 
@@ -282,10 +298,10 @@ def choose_runner(name: str, image: str | None = None, *, out: TextIO | None = N
     if name not in RUNNER_NAMES:
         raise MlopsError(f"unknown runner {name!r}; use one of {', '.join(RUNNER_NAMES)}")
     if name == "local":
-        return LocalRunner(out=out)
+        return LocalRunner(out=out, host_env=host_env)
     if name == "docker":
-        return DockerRunner(image, client=docker_client(timeout=None), out=out)
-    if docker_available():
-        return DockerRunner(image, out=out)
+        return DockerRunner(image, client=docker_client(host_env, timeout=None), out=out, host_env=host_env)
+    if docker_available(host_env):
+        return DockerRunner(image, out=out, host_env=host_env)
     print("no Docker engine reachable; running locally", file=out or sys.stdout)
-    return LocalRunner(out=out)
+    return LocalRunner(out=out, host_env=host_env)

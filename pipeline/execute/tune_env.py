@@ -8,7 +8,7 @@ no SMTP password, no ``GITHUB_TOKEN``, no cloud keys. Both runners call
 
 Example::
 
-    env = tune_environment(os.environ, {"MLOPS_RESTARTS": "1"}, local=True)
+    env = tune_environment(host_env, {"MLOPS_RESTARTS": "1"}, local=True)  # host_env: the CLI's snapshot
     subprocess.run(["mlops", "tune", "models/face_vgg16"], env=env)
 """
 
@@ -121,7 +121,8 @@ def tune_environment(
     """The environment ``mlops tune`` (and the model code it runs) is given.
 
     Args:
-        host_env: this process's environment (``os.environ``): only allowed names pass.
+        host_env: the host's environment (the ``Environment`` snapshot the CLI took): only
+            allowed names pass.
         extra: variables the caller sets on purpose (the supervisor's restart count, the
             orchestrator's tracking store); they pass as they are and win.
         args: the command line; its ``--tracking-uri`` decides whether the tracking

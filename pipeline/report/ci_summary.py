@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.report import formatting as fmt
+from pipeline.sdk.checkpoints import replace_file
 from pipeline.summary import TuneSummary
 
 logger = logging.getLogger(__name__)
@@ -154,10 +155,7 @@ def render_markdown(
 def write_summary(path: Path, markdown: str) -> Path:
     """Write the Markdown to ``path`` (parents created, replaced atomically); return it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(markdown, encoding="utf-8")
-    tmp.replace(path)
+    replace_file(path, markdown.encode("utf-8"))
     return path
 
 
@@ -248,7 +246,7 @@ def _comment_body(markdown: str) -> str:
     return body
 
 
-def publish_github(markdown: str, *, env: Mapping[str, str] | None = None, timeout: float = 10.0) -> PublishResult:
+def publish_github(markdown: str, *, env: Mapping[str, str], timeout: float = 10.0) -> PublishResult:
     """Put the summary on the GitHub Actions job page and on the pull request.
 
     Appends to ``$GITHUB_STEP_SUMMARY`` when set. When the run is for a pull request
@@ -260,14 +258,13 @@ def publish_github(markdown: str, *, env: Mapping[str, str] | None = None, timeo
 
     Args:
         markdown: the report from ``render_markdown``.
-        env: where to read the variables; ``os.environ`` by default.
+        env: where to read the variables: the environment snapshot the CLI took.
         timeout: seconds for each API call.
 
     Returns:
         What was done; anything that failed is a line in ``warnings`` (also logged), never
         an exception.
     """
-    env = os.environ if env is None else env
     result = PublishResult()
 
     def warn(line: str) -> None:

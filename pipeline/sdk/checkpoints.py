@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+
+from pipeline import faults
 
 T = TypeVar("T")
 _MAGIC = b"mlops-checkpoint/sha256:"
@@ -37,16 +40,32 @@ def previous_of(path: Path) -> Path:
     return path.with_name(f"{path.stem}.previous{path.suffix}")
 
 
-def write_atomic(path: Path, data: bytes, keep_previous: bool = True) -> None:
-    """Replace ``path`` by ``data`` in one rename, keeping the file it replaces as the previous one."""
+def _flushed_temp(path: Path, data: bytes) -> Path:
+    """``data`` in a temporary file beside ``path`` (parents created), flushed to disk."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
         os.fsync(handle.fileno())  # the rename must not reach the disk before the bytes do
+    return tmp
+
+
+def replace_file(path: Path, data: bytes) -> None:
+    """Replace ``path`` by ``data`` in one rename: a reader sees the old bytes or the new, never half.
+
+    For files that are not checkpoints (a feature-cache entry, a queued message, a summary):
+    no previous copy is kept and no fault point is passed.
+    """
+    os.replace(_flushed_temp(path, data), path)
+
+
+def write_atomic(path: Path, data: bytes, keep_previous: bool = True) -> None:
+    """Replace ``path`` by ``data`` in one rename, keeping the file it replaces as the previous one."""
+    tmp = _flushed_temp(path, data)
     if keep_previous and path.exists():
         os.replace(path, previous_of(path))
+    faults.point("checkpoint-write")  # between the renames: only *.previous and the temporary file
     os.replace(tmp, path)
 
 
@@ -111,3 +130,21 @@ def load_good(path: Path, read: Callable[[bytes], T], log: Callable[[str], None]
             log(f"checkpoint {candidate}: damaged ({why(error)}); restarting the trial from {fallback}")
             os.replace(candidate, candidate.with_name(candidate.name + ".damaged"))
     return None
+
+
+RESUME_STATE = "latest.npz"  # the epoch-by-epoch state a killed trial resumes from (``keras.fastfit``)
+
+
+def tidy_finished(folder: Path, *, pruned: bool) -> None:
+    """Remove what a finished trial's checkpoint folder no longer needs.
+
+    A pruned trial's weights are never used again: the whole folder goes. A complete trial
+    keeps its best epoch's weights but not its resume state (``latest.npz`` and the one
+    before it), which only a trial that has yet to finish needs.
+    """
+    if pruned:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    latest = folder / RESUME_STATE
+    for path in (latest, previous_of(latest)):
+        path.unlink(missing_ok=True)

@@ -16,15 +16,28 @@ import fcntl
 import hashlib
 import io
 import json
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline import faults
+from pipeline.sdk.checkpoints import replace_file
+
 Expected = Mapping[str, Sequence[int | None]]  # array name -> shape, None for any length
-DEFAULT_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlops" / "features"
+CACHE_FOLDER = Path("mlops") / "features"  # under the user's cache home
+
+
+def default_dir(cache_home: Path | None = None) -> Path:
+    """The default cache folder, ``<cache_home>/mlops/features``.
+
+    Args:
+        cache_home: the user's cache folder (``Environment.cache_home``: ``$XDG_CACHE_HOME``
+            or ``~/.cache``); None takes ``~/.cache``. The caller reads the environment, so
+            importing this module reads none.
+    """
+    return (cache_home if cache_home is not None else Path.home() / ".cache") / CACHE_FOLDER
 
 
 def fingerprint(*arrays: np.ndarray) -> str:
@@ -103,6 +116,7 @@ class FeatureCache:
                 reason = error if isinstance(error, DamagedEntry) else f"{type(error).__name__}: {error}"
                 self.log(f"feature cache: entry {key[:12]} damaged ({str(reason).splitlines()[0]}); recomputing")
         arrays = compute()
+        faults.point("extract")  # computed, not yet cached
         with _locked(path, exclusive=True):
             self._write(path, parts, arrays)
         return arrays, False
@@ -148,13 +162,9 @@ class FeatureCache:
             "arrays": {name: {"shape": list(a.shape), "dtype": str(a.dtype)} for name, a in arrays.items()},
         }
         # Concurrent workers may race; both write the same content, each file in one rename.
-        for target, content in ((path, data), (path.with_suffix(".json"), json.dumps(note, indent=2, default=str))):
-            tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
-                handle.write(content.encode() if isinstance(content, str) else content)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
+        replace_file(path, data)
+        faults.point("cache-write")  # the .npz without its note
+        replace_file(path.with_suffix(".json"), json.dumps(note, indent=2, default=str).encode())
 
 
 @contextlib.contextmanager

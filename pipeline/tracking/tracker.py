@@ -116,6 +116,10 @@ class Tracker:
                 tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()] if begin == 0 else [],
             )
 
+    def logged_epochs(self, run_id: str, name: str) -> set[int]:
+        """The epochs of the curve ``epoch_<name>`` that ``run_id`` already holds."""
+        return {int(m.step) for m in self.client.get_metric_history(run_id, f"epoch_{name}")}
+
     def finish(self, run_id: str, status: str = "FINISHED") -> None:
         """Close a run (``FINISHED``, ``FAILED`` or ``KILLED``)."""
         self.client.set_terminated(run_id, status=status)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 
-def git_commit(folder: Path) -> str:
+def git_commit(folder: Path, fallback: str | None = None) -> str:
     """HEAD of the repository holding ``folder`` (``+dirty`` when it has local changes).
 
-    Falls back to the CI server's variables (``GIT_COMMIT``, ``GITHUB_SHA``) and then to
-    ``unknown``, so a run outside Git still works.
+    Args:
+        folder: the model folder.
+        fallback: the commit to report when ``folder`` is in no repository (a container
+            holds a copy without ``.git``): the tune setting ``commit``, which the CLI takes
+            from the CI server's ``$GIT_COMMIT`` / ``$GITHUB_SHA``. None: ``unknown``, so a
+            run outside Git still works.
     """
     try:
         import git
@@ -19,4 +22,4 @@ def git_commit(folder: Path) -> str:
         sha = repo.head.commit.hexsha
         return f"{sha}+dirty" if repo.is_dirty(untracked_files=False) else sha
     except Exception:  # not a repository, no commits yet, git missing
-        return os.environ.get("GIT_COMMIT") or os.environ.get("GITHUB_SHA") or "unknown"
+        return fallback or "unknown"

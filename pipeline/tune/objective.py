@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import optuna
 
-from pipeline.sdk.contract import ModelPlugin, TrainResult, TrialContext
+from pipeline import faults
+from pipeline.sdk.checkpoints import tidy_finished
+from pipeline.sdk.contract import TrainResult, TrialContext
 from pipeline.summary import GoalSpec
-from pipeline.tracking.tracker import STUDY_TAG, TRIAL_TAG, Tracker
+from pipeline.tracking.tracker import STUDY_TAG, TRIAL_TAG
+from pipeline.tune.attributes import INTERRUPTED_ATTR, INTERVAL_ATTR, RUN_ID_ATTR, WORKER_ATTR
 from pipeline.tune.confidence import wilson_interval
 from pipeline.tune.sampling import duplicate_of
-from pipeline.tune.study import INTERRUPTED_ATTR, WORKER_ATTR, trial_origin, worker_id
+from pipeline.tune.search_run import SearchRun
+from pipeline.tune.study import trial_origin, worker_id
 
 
 def flatten(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -29,6 +31,15 @@ def flatten(params: Mapping[str, Any]) -> dict[str, Any]:
     return flat
 
 
+def unlogged(history: Mapping[str, Any], logged: set[int]) -> dict[str, dict[int, float]]:
+    """``history`` (per metric, a list indexed by epoch or an epoch -> value map) without ``logged``."""
+    kept: dict[str, dict[int, float]] = {}
+    for name, values in history.items():
+        steps = values.items() if isinstance(values, Mapping) else enumerate(values)
+        kept[name] = {int(step): float(value) for step, value in steps if int(step) not in logged}
+    return kept
+
+
 def interval_for(goal: GoalSpec, value: float, n: int | None) -> tuple[float, float] | None:
     """The Wilson interval when the goal's metric is an accuracy measured on ``n`` examples."""
     if n and "accuracy" in goal.metric:
@@ -37,37 +48,22 @@ def interval_for(goal: GoalSpec, value: float, n: int | None) -> tuple[float, fl
 
 
 class Objective:
-    """The function Optuna optimizes, bound to one prepared data set.
+    """The function Optuna optimizes, bound to one search (its model, prepared data, goal, runs).
 
-    Args:
-        plugin: the model.
-        data: what the model's ``prepare`` returned.
-        goal: the goal (metric, direction, target, confidence).
-        tracker: MLflow writer; ``parent_id`` the search's parent run.
-        checkpoints: folder of per-trial checkpoint folders.
-        tags: tags for every trial run (git commit, data fingerprint).
-        seed: the study seed; trial ``n``'s seed derives from it.
-        log: prints one line per trial.
+    Each trial logs one MLflow run nested in ``run.parent_id`` and prints one line.
+
+    Attributes:
+        best: this process's best trial so far, (number, result): the winner is not retrained.
+        logging_seconds: time spent writing to MLflow.
     """
 
-    def __init__(
-        self,
-        plugin: ModelPlugin,
-        data: Any,
-        goal: GoalSpec,
-        tracker: Tracker,
-        parent_id: str,
-        checkpoints: Path,
-        tags: Mapping[str, str],
-        seed: int,
-        log: Callable[[str], None],
-    ) -> None:
-        self.plugin, self.data, self.goal = plugin, data, goal
-        self.tracker, self.parent_id, self.checkpoints = tracker, parent_id, checkpoints
-        self.tags, self.seed, self.log = dict(tags), seed, log
-        self.best: tuple[int, TrainResult] | None = None  # kept so the winner is not retrained
+    def __init__(self, run: SearchRun) -> None:
+        self.run = run
+        self.goal, self.tracker, self.log = run.goal, run.tracker, run.log
+        self.best: tuple[int, TrainResult] | None = None
         self.logging_seconds = 0.0
         self._run_id: str | None = None  # the running trial's MLflow run
+        self._logged: set[int] = set()  # epochs its run already holds (an earlier attempt was killed)
 
     def __call__(self, trial: optuna.Trial) -> float:
         """Run one trial; raises ``optuna.TrialPruned`` when the pruner stops it.
@@ -93,18 +89,22 @@ class Objective:
             self.log(f"trial {trial.number}: could not record the interrupt ({type(error).__name__}: {error})")
 
     def _trial(self, trial: optuna.Trial) -> float:
-        params = self.plugin.manifest.search_space.sample(trial)
+        run = self.run
+        params = run.plugin.manifest.search_space.sample(trial)
         origin = trial_origin(trial)
-        checkpoint_dir = self.checkpoints / f"trial-{origin:04d}"
+        checkpoint_dir = run.checkpoints / f"trial-{origin:04d}"
         trial.set_user_attr(WORKER_ATTR, worker_id())
-        tags = {**self.tags, TRIAL_TAG: str(trial.number), STUDY_TAG: trial.study.study_name}
+        tags = {**run.tags, TRIAL_TAG: str(trial.number), STUDY_TAG: trial.study.study_name}
         if origin != trial.number:
             tags["optuna.retry_of"] = str(origin)
         run_id = self._timed(
-            self.tracker.trial_run, trial.user_attrs.get("mlflow_run_id"), self.parent_id, f"trial-{trial.number}", tags
+            self.tracker.trial_run, trial.user_attrs.get(RUN_ID_ATTR), run.parent_id, f"trial-{trial.number}", tags
         )
         self._run_id = run_id
-        trial.set_user_attr("mlflow_run_id", run_id)
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+        # A retry of a trial killed after its run was logged (not yet closed) logs no epoch twice.
+        retried = origin != trial.number
+        self._logged = self._timed(self.tracker.logged_epochs, run_id, self.goal.metric) if retried else set()
         same = duplicate_of(trial.study, trial)
         if same is not None:  # never train a finished trial's parameters again
             self._close(run_id, params, {}, {}, "PRUNED", "FINISHED", extra={"duplicate_of": str(same)})
@@ -117,19 +117,20 @@ class Objective:
             for name, value in metrics.items():
                 seen.setdefault(name, {})[epoch] = float(value)
             trial.report(float(metrics[self.goal.metric]), epoch)
+            faults.point("epoch")  # mid-trial: reported and checkpointed, not finished
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         context = TrialContext(
-            trial.number, self.seed + origin, report, checkpoint_dir, self.goal.metric, self.goal.direction, self.log
+            trial.number, run.seed + origin, report, checkpoint_dir, self.goal.metric, self.goal.direction, self.log
         )
         try:
-            result = self.plugin.train(self.data, params, context)
+            result = run.plugin.train(run.data, params, context)
         except optuna.TrialPruned:
             last = seen.get(self.goal.metric, {})
             value = last[max(last)] if last else float("nan")
             self._close(run_id, params, {self.goal.metric: value}, seen, "PRUNED", "FINISHED")
-            shutil.rmtree(checkpoint_dir, ignore_errors=True)  # a pruned trial's weights are never needed
+            tidy_finished(checkpoint_dir, pruned=True)
             self._line(trial.number, "pruned", value, None, time.perf_counter() - started, params, seen)
             raise
         except Exception:
@@ -139,21 +140,15 @@ class Objective:
         met = self.goal.reached(result.value, interval[0] if interval else None)
         metrics = {self.goal.metric: result.value}
         if interval:
-            trial.set_user_attr("interval", list(interval))
+            trial.set_user_attr(INTERVAL_ATTR, list(interval))
             metrics.update({f"{self.goal.metric}_lower95": interval[0], f"{self.goal.metric}_upper95": interval[1]})
         self._close(run_id, params, metrics, result.history, "COMPLETE", "FINISHED", goal_met=met)
-        for name in ("latest.npz", "latest.previous.npz"):  # keep only the best epoch's weights
-            (checkpoint_dir / name).unlink(missing_ok=True)
-        if self._better(result.value):
+        tidy_finished(checkpoint_dir, pruned=False)
+        if self.best is None or self.goal.better(result.value, self.best[1].value):
             self.best = (trial.number, result)
         state = "goal met" if met else "complete"
         self._line(trial.number, state, result.value, interval, time.perf_counter() - started, params, seen)
         return result.value
-
-    def _better(self, value: float) -> bool:
-        if self.best is None:
-            return True
-        return value > self.best[1].value if self.goal.direction == "maximize" else value < self.best[1].value
 
     def _close(
         self,
@@ -167,7 +162,9 @@ class Objective:
         extra: Mapping[str, str] | None = None,
     ) -> None:
         tags = {"optuna.state": state, "goal_met": str(goal_met).lower(), **(extra or {})}
+        history = unlogged(history, self._logged)
         self._timed(self.tracker.log, run_id, params=flatten(params), metrics=metrics, tags=tags, history=history)
+        faults.point("mlflow-log")  # logged, its run not yet closed
         self._timed(self.tracker.finish, run_id, status)
 
     def _timed(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -8,19 +8,18 @@ otherwise register it twice.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from pipeline.config.settings import TuneSettings
-from pipeline.sdk.contract import ModelPlugin, TrainResult, TrialContext
+from pipeline import faults
+from pipeline.sdk.contract import TrainResult, TrialContext
 from pipeline.summary import BestTrial, GoalSpec, TuneSummary
 from pipeline.tracking import plots
 from pipeline.tracking.tracker import Tracker
+from pipeline.tune.attributes import INTERVAL_ATTR, RESTARTS_ATTR, RUN_ID_ATTR
 from pipeline.tune.objective import Objective
+from pipeline.tune.search_run import SearchRun
 from pipeline.tune.study import counts, goal_met_trials, run_once, trial_origin
 from pipeline.tune.study import redact as redact_url
 
@@ -34,41 +33,35 @@ def best_trial(study: optuna.Study, goal: GoalSpec) -> optuna.trial.FrozenTrial 
     return study.best_trial if complete else None
 
 
-def _result_of(
-    trial: optuna.trial.FrozenTrial, plugin: ModelPlugin, data: Any, objective: Objective, run_dir: Path
-) -> TrainResult:
-    """The best trial's fitted model: kept in memory, or refitted (same seed) after a restart."""
-    if objective.best is not None and objective.best[0] == trial.number:
-        return objective.best[1]
-    params = plugin.manifest.search_space.sample(optuna.trial.FixedTrial(trial.params))
-    replay = run_dir / "replay"
+def _result_of(trial: optuna.trial.FrozenTrial, run: SearchRun, kept: tuple[int, TrainResult] | None) -> TrainResult:
+    """The best trial's fitted model: kept in memory (``kept``), or refitted (same seed) after a restart."""
+    if kept is not None and kept[0] == trial.number:
+        return kept[1]
+    params = run.plugin.manifest.search_space.sample(optuna.trial.FixedTrial(trial.params))
+    replay = run.run_dir / "replay"
     shutil.rmtree(replay, ignore_errors=True)
     context = TrialContext(
         trial.number,
-        objective.seed + int(trial_origin(trial)),
+        run.seed + int(trial_origin(trial)),
         lambda epoch, metrics: None,
         replay,
-        objective.goal.metric,
-        objective.goal.direction,
-        objective.log,
+        run.goal.metric,
+        run.goal.direction,
+        run.log,
     )
-    return plugin.train(data, params, context)
+    return run.plugin.train(run.data, params, context)
 
 
-def finish_study(
-    study: optuna.Study,
-    plugin: ModelPlugin,
-    data: Any,
-    goal: GoalSpec,
-    tracker: Tracker,
-    parent_id: str,
-    objective: Objective,
-    settings: TuneSettings,
-    run_dir: Path,
-    log: Callable[[str], None],
-    restarts: int = 0,
-) -> TuneSummary:
-    """Score, plot, log and register the study's best trial; return the summary."""
+def finish_study(study: optuna.Study, run: SearchRun, objective: Objective) -> TuneSummary:
+    """Score, plot, log and register the study's best trial; return the summary.
+
+    Args:
+        study: the study, after ``optimize``.
+        run: the search.
+        objective: the search's objective (holds this process's best fitted model).
+    """
+    plugin, data, goal, tracker, parent_id = run.plugin, run.data, run.goal, run.tracker, run.parent_id
+    settings, run_dir = run.settings, run.run_dir
     tally = counts(study)
     summary = TuneSummary(
         model=plugin.manifest.name,
@@ -86,7 +79,7 @@ def finish_study(
         mlflow_experiment_id=tracker.experiment_id,
         mlflow_parent_run_id=parent_id,
         mlflow_run_url=tracker.run_url(parent_id),
-        restarts=restarts,
+        restarts=int(study.user_attrs.get(RESTARTS_ATTR, 0)),
         run_dir=str(run_dir),
     )
     plot_dir = run_dir / "plots"
@@ -98,11 +91,11 @@ def finish_study(
         _log_plots(tracker, parent_id, summary.plots)
         return summary
 
-    result = _result_of(trial, plugin, data, objective, run_dir)
+    result = _result_of(trial, run, objective.best)
     evaluation = plugin.evaluate(data, result)
-    interval = trial.user_attrs.get("interval")
+    interval = trial.user_attrs.get(INTERVAL_ATTR)
     summary.goal_met = bool(goal_met_trials(study, goal))
-    run_id = trial.user_attrs.get("mlflow_run_id")
+    run_id = trial.user_attrs.get(RUN_ID_ATTR)
     summary.best = BestTrial(
         trial.number,
         float(trial.value or 0.0),
@@ -138,13 +131,15 @@ def finish_study(
             return tracker.log_model(run_id, plugin.export(data, result))
 
         model_uri = run_once(study, f"model-{trial.number}", log_model)
+        faults.point("register")  # hit 1: the model logged, not yet registered
         if summary.goal_met and settings.register:
             tags = {"study": study.study_name, "trial": str(trial.number)}
-            summary.registered_model = run_once(
-                study,
-                f"registered-{trial.number}",
-                lambda: tracker.register(model_uri, run_id, plugin.manifest.name, tags),
-            )
+
+            def register() -> str:
+                faults.point("register")  # hit 2: the registration claimed, the registry not yet written
+                return tracker.register(model_uri, run_id, plugin.manifest.name, tags)
+
+            summary.registered_model = run_once(study, f"registered-{trial.number}", register)
     return summary
 
 

@@ -17,6 +17,9 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import FrozenTrial, TrialState
 
+# Trials that count against the budget and whose parameters are never drawn again.
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
 
 def trial_seed(seed: int, number: int) -> int:
     """The sampler's seed for trial ``number`` of a study seeded ``seed``."""
@@ -79,7 +82,7 @@ def duplicate_of(study: optuna.Study, trial: optuna.Trial | FrozenTrial) -> int 
     it; retraining it would be a replayed trial. (Optuna's FAQ: prune such a trial.)
     """
     params = trial.params
-    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+    for other in study.get_trials(deepcopy=False, states=FINISHED_STATES):
         if other.number != trial.number and other.params == params:
             return other.number
     return None

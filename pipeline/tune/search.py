@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -30,19 +29,20 @@ from pipeline.summary import TuneSummary
 from pipeline.tracking.tracker import Tracker
 from pipeline.tracking.versioning import git_commit
 from pipeline.tune import interrupts
+from pipeline.tune.attributes import PARENT_ATTR, RESTARTS_ATTR, RUN_ID_ATTR
 from pipeline.tune.failure_streak import FailureStreak
 from pipeline.tune.interrupts import Interrupted
 from pipeline.tune.objective import Objective
 from pipeline.tune.results import finish_study
+from pipeline.tune.search_run import SearchRun
 from pipeline.tune.study import (
-    PARENT_ATTR,
-    StopRules,
     claim_parent_run,
     finished,
     goal_met_trials,
     open_study,
     reclaim_dead_trials,
     retry_interrupted,
+    stop_rules,
 )
 
 
@@ -105,7 +105,7 @@ def _stopped(stop: KeyboardInterrupt, progress: _Progress, log: Callable[[str], 
             retry_interrupted(study, storage)  # the trial that was running: same params, same checkpoint
             kept = len(finished(study))
             if tracker is not None and parent_id is not None:
-                tracker.close_orphans(parent_id, live=_live_runs(study))
+                tracker.close_orphans(parent_id, live=_live_runs(study, waiting=False))
                 tracker.finish(parent_id, "KILLED")
     except Exception as error:  # a store failing now must not turn the stop into a crash
         log(f"interrupted: could not record it all ({type(error).__name__}: {error}); the next run finishes it")
@@ -132,13 +132,13 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     log(
         f"study {name} in {settings.storage_url if settings.storage else run_dir.parent / 'optuna.db'}: "
         f"{len(finished(study))} finished trial(s) so far; goal {goal.metric} "
-        f"{'>=' if goal.direction == 'maximize' else '<='} {goal.target:g}"
+        f"{goal.sign} {goal.target:g}"
         f"{' (Wilson 95% lower bound)' if goal.confidence else ''}"
     )
 
     context = StudyContext(manifest, data_options, params, settings.seed, settings.cache_dir, log)
     data = plugin.prepare(context)
-    commit = git_commit(manifest.folder)
+    commit = git_commit(manifest.folder, settings.commit)
     tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
     previous = study.user_attrs.get(PARENT_ATTR)
     parent_id = claim_parent_run(
@@ -158,17 +158,16 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
         },
     )
 
-    _record_restart(study, tracker, parent_id, log)
+    _record_restart(study, settings, tracker, parent_id, log)
     reclaimed = reclaim_dead_trials(study, storage)
     if reclaimed:
         numbers = ", ".join(map(str, reclaimed))
         log(f"resuming: trial(s) {numbers} died with their process; retrying from their checkpoints")
     tracker.close_orphans(parent_id, live=_live_runs(study))
 
-    objective = Objective(
-        plugin, data, goal, tracker, parent_id, run_dir / name / "checkpoints", tags, settings.seed, log
-    )
-    rules = StopRules(settings.max_trials, goal)
+    checkpoints = run_dir / name / "checkpoints"
+    run = SearchRun(plugin, data, goal, tracker, parent_id, run_dir, checkpoints, tags, settings, log)
+    objective = Objective(run)
     if goal_met_trials(study, goal):
         log("the goal was already met in this study; reporting its best trial")
     elif len(finished(study)) < settings.max_trials:
@@ -176,25 +175,13 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
         study.optimize(
             streak.watch(objective),
             timeout=settings.timeout,
-            callbacks=[rules, streak],
+            callbacks=[*stop_rules(settings.max_trials, goal), streak],
             catch=(Exception,),  # a trial's crash fails that trial; three alike stop the study
         )
         streak.raise_if_stopped(on_stop=lambda: tracker.finish(parent_id, "FAILED"))
-    tracker.close_orphans(parent_id, live=_live_runs(study))  # other workers' trials may still be running
+    tracker.close_orphans(parent_id, live=_live_runs(study, waiting=False))  # other workers' may still run
 
-    summary = finish_study(
-        study,
-        plugin,
-        data,
-        goal,
-        tracker,
-        parent_id,
-        objective,
-        settings,
-        run_dir,
-        log,
-        restarts=int(study.user_attrs.get("restarts", 0)),
-    )
+    summary = finish_study(study, run, objective)
     summary.wall_seconds = time.perf_counter() - started
     summary.feature_cache_hit = context.facts.get("feature_cache_hit")
     summary.exit_code = ExitCode.OK if summary.goal_met else ExitCode.GOAL_NOT_MET
@@ -205,34 +192,39 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     return summary
 
 
-def _record_restart(study: optuna.Study, tracker: Tracker, parent_id: str, log: Callable[[str], None]) -> None:
-    """When a supervisor restarted us, count it on the study and in the parent run."""
-    if not os.environ.get("MLOPS_RESTARTS", "0").strip("0"):
+def _record_restart(
+    study: optuna.Study, settings: TuneSettings, tracker: Tracker, parent_id: str, log: Callable[[str], None]
+) -> None:
+    """When a supervisor restarted us (``settings.restarts``), count it on the study and in the parent run."""
+    if not settings.restarts:
         return
-    total = int(study.user_attrs.get("restarts", 0)) + 1
-    study.set_user_attr("restarts", total)
-    reason = os.environ.get("MLOPS_RESTART_REASON", "") or "unknown"
+    total = int(study.user_attrs.get(RESTARTS_ATTR, 0)) + 1
+    study.set_user_attr(RESTARTS_ATTR, total)
+    reason = settings.restart_reason or "unknown"
     tracker.log(parent_id, metrics={"restarts": total}, tags={f"mlops.restart.{total}": reason})
     log(f"restart {total}: the previous run {reason}")
 
 
-def _live_runs(study: optuna.Study) -> set[str]:
-    """MLflow runs of trials still to be retried here or being run by another worker: not orphans."""
-    states = (optuna.trial.TrialState.WAITING, optuna.trial.TrialState.RUNNING)
-    return {str(t.user_attrs.get("mlflow_run_id")) for t in study.get_trials(deepcopy=False, states=states)}
+def _live_runs(study: optuna.Study, waiting: bool = True) -> set[str]:
+    """MLflow runs of trials running (here or in another worker), and of retries about to run here.
+
+    Once this process runs no more trials (``waiting=False``), a retry still WAITING is not
+    running: its run is closed KILLED, not left RUNNING, and re-opened when a run gets to it.
+    """
+    running = (optuna.trial.TrialState.RUNNING,)
+    states = (optuna.trial.TrialState.WAITING, *running) if waiting else running
+    return {str(t.user_attrs.get(RUN_ID_ATTR)) for t in study.get_trials(deepcopy=False, states=states)}
 
 
 def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[str], None]) -> None:
     goal, best = summary.goal, summary.best
-    sign = ">=" if goal.direction == "maximize" else "<="
     if best is None:
         log(f"goal NOT met: no trial finished ({summary.trials_failed} failed)")
     else:
         bounds = f" [{best.interval[0]:.3f}, {best.interval[1]:.3f}]" if best.interval else ""
         verdict = "goal met" if summary.goal_met else "goal NOT met"
-        log(
-            f"{verdict}: best {goal.metric} {best.value:.4f}{bounds} (trial {best.number}), goal {sign} {goal.target:g}"
-        )
+        best_line = f"best {goal.metric} {best.value:.4f}{bounds} (trial {best.number})"
+        log(f"{verdict}: {best_line}, goal {goal.sign} {goal.target:g}")
         if best.test_value is not None:
             log(f"test {goal.metric.removeprefix('val_')}: {best.test_value:.4f} (held-out split, scored once)")
     log(

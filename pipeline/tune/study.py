@@ -5,6 +5,9 @@ with a heartbeat, so a trial whose process died is failed and retried with the s
 parameters by Optuna's ``RetryHeartbeatStaleTrialCallback``; a trial stopped by Ctrl-C or
 SIGTERM is retried the same way. The sampler is seeded per trial number, so a resumed study
 or a second worker never replays the draws of trials the study already has.
+
+Optuna keeps no public handle on a study's storage; ``storage_of`` is the one place that
+reaches for it, and trials are addressed through the storage by their public number.
 """
 
 from __future__ import annotations
@@ -23,16 +26,23 @@ from urllib.parse import urlsplit
 
 import optuna
 from optuna.samplers import TPESampler
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.config.settings import TuneSettings
 from pipeline.errors import MlopsError
 from pipeline.summary import GoalSpec
-from pipeline.tune.sampling import TrialSeededSampler
-
-WORKER_ATTR = "worker"
-INTERRUPTED_ATTR = "interrupted"  # set on a trial stopped by Ctrl-C / SIGTERM: retried on the next run
+from pipeline.tune.attributes import (
+    FAILED_TRIAL_ATTR,
+    INTERRUPTED_ATTR,
+    INTERVAL_ATTR,
+    PARENT_ATTR,
+    RESULT_ATTR,
+    RETRY_HISTORY_ATTR,
+    WORKER_ATTR,
+)
+from pipeline.tune.sampling import FINISHED_STATES, TrialSeededSampler
 
 
 def worker_id() -> str:
@@ -146,10 +156,11 @@ def reclaim_dead_trials(study: optuna.Study, storage: RDBStorage) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if not _gone(str(trial.user_attrs.get(WORKER_ATTR, ""))):
             continue
-        if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL) and claim(study, f"retry-{trial.number}"):
+        trial_id = _trial_id(study, storage, trial.number)
+        if storage.set_trial_state_values(trial_id, TrialState.FAIL) and claim(study, f"retry-{trial.number}"):
             reclaimed.append(trial.number)
             if retry is not None:
-                retry(study, storage.get_trial(trial._trial_id))
+                retry(study, storage.get_trial(trial_id))
     # An interrupted run queues its trial's retry itself; this finishes one it could not.
     return sorted(reclaimed + retry_interrupted(study, storage, everyone=True))
 
@@ -175,14 +186,14 @@ def retry_interrupted(study: optuna.Study, storage: RDBStorage, everyone: bool =
     me = worker_id()
     retry = storage.get_heartbeat_stale_trial_callback()
     trials = study.get_trials(deepcopy=False)
-    retried = {number for t in trials for number in t.system_attrs.get("retry_history", [])}  # e.g. by Optuna
+    retried = {number for t in trials for number in t.system_attrs.get(RETRY_HISTORY_ATTR, [])}  # e.g. by Optuna
     queued = []
     for trial in trials:
         if trial.number in retried or trial.state not in (TrialState.RUNNING, TrialState.FAIL):
             continue
         mine = trial.user_attrs.get(WORKER_ATTR) == me
         if trial.state == TrialState.RUNNING:
-            if not mine or not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            if not mine or not storage.set_trial_state_values(_trial_id(study, storage, trial.number), TrialState.FAIL):
                 continue
         elif not trial.user_attrs.get(INTERRUPTED_ATTR) or not (mine or everyone):
             continue
@@ -190,8 +201,24 @@ def retry_interrupted(study: optuna.Study, storage: RDBStorage, everyone: bool =
             continue  # already retried
         queued.append(trial.number)
         if retry is not None:
-            retry(study, storage.get_trial(trial._trial_id))
+            retry(study, storage.get_trial(_trial_id(study, storage, trial.number)))
     return queued
+
+
+def storage_of(study: optuna.Study) -> BaseStorage:
+    """The storage ``study`` lives in.
+
+    Optuna 5 has no public accessor for it (``optuna.storages.get_storage(url)`` would open a
+    second engine, and an in-memory study has no URL), and marker studies (``claim``,
+    ``run_once``) must be created in the very same storage. So this one function reads
+    Optuna's private ``Study._storage``; nothing else in the package does.
+    """
+    return study._storage
+
+
+def _trial_id(study: optuna.Study, storage: BaseStorage, number: int) -> int:
+    """The storage's id of trial ``number`` (a ``FrozenTrial`` keeps it only privately)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
 
 
 def claim(study: optuna.Study, what: str) -> bool:
@@ -201,7 +228,7 @@ def claim(study: optuna.Study, what: str) -> bool:
     decides atomically.
     """
     try:
-        optuna.create_study(study_name=f"{study.study_name}.{what}", storage=study._storage)
+        optuna.create_study(study_name=f"{study.study_name}.{what}", storage=storage_of(study))
     except optuna.exceptions.DuplicatedStudyError:
         return False
     return True
@@ -217,20 +244,20 @@ def run_once(study: optuna.Study, what: str, work: Callable[[], Any], wait: floa
     """
     name = f"{study.study_name}.{what}"
     try:
-        marker = optuna.create_study(study_name=name, storage=study._storage)
+        marker = optuna.create_study(study_name=name, storage=storage_of(study))
     except optuna.exceptions.DuplicatedStudyError:
-        marker = optuna.load_study(study_name=name, storage=study._storage)
+        marker = optuna.load_study(study_name=name, storage=storage_of(study))
         deadline = time.monotonic() + wait
         while True:
             attrs = marker.user_attrs
-            if "result" in attrs:
-                return attrs["result"]
+            if RESULT_ATTR in attrs:
+                return attrs[RESULT_ATTR]
             if time.monotonic() > deadline or _gone(str(attrs.get(WORKER_ATTR, ""))):
                 break
             time.sleep(poll)
     marker.set_user_attr(WORKER_ATTR, f"{worker_id()}|{_PROCESS_TOKEN}")
     result = work()
-    marker.set_user_attr("result", result)
+    marker.set_user_attr(RESULT_ATTR, result)
     return result
 
 
@@ -284,9 +311,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-PARENT_ATTR = "mlflow_parent_run_id"
-
-
 def claim_parent_run(study: optuna.Study, open_run: Callable[[str | None], str], wait: float = 30.0) -> str:
     """The one MLflow parent run of a study, however many workers start at once.
 
@@ -303,7 +327,7 @@ def claim_parent_run(study: optuna.Study, open_run: Callable[[str | None], str],
     existing = study.user_attrs.get(PARENT_ATTR)
     if existing is None:
         try:
-            optuna.create_study(study_name=f"{study.study_name}.parent", storage=study._storage)
+            optuna.create_study(study_name=f"{study.study_name}.parent", storage=storage_of(study))
         except optuna.exceptions.DuplicatedStudyError:
             deadline = time.monotonic() + wait
             while existing is None and time.monotonic() < deadline:
@@ -317,35 +341,39 @@ def claim_parent_run(study: optuna.Study, open_run: Callable[[str | None], str],
 
 def finished(study: optuna.Study) -> list[FrozenTrial]:
     """Trials that count against the budget: complete or pruned."""
-    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return study.get_trials(deepcopy=False, states=FINISHED_STATES)
 
 
 def goal_met_trials(study: optuna.Study, goal: GoalSpec) -> list[FrozenTrial]:
     """Complete trials that meet ``goal``, judged now: a study may be resumed with another goal."""
     met = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        interval = trial.user_attrs.get("interval")
+        interval = trial.user_attrs.get(INTERVAL_ATTR)
         if trial.value is not None and goal.reached(trial.value, interval[0] if interval else None):
             met.append(trial)
     return met
 
 
-class StopRules:
-    """An ``optimize`` callback: stop at the goal (``study.stop()``) or at the trial budget."""
+class StopAtGoal:
+    """An ``optimize`` callback: stop (``study.stop()``) once a trial of the study meets the goal.
 
-    def __init__(self, max_trials: int, goal: GoalSpec) -> None:
-        self.max_trials = max_trials
+    The trial may be this worker's or another worker's on the same study.
+    """
+
+    def __init__(self, goal: GoalSpec) -> None:
         self.goal = goal
-        self.reason: str | None = None
+        self.met = False
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Called by Optuna after every trial."""
-        if goal_met_trials(study, self.goal):  # this worker's trial, or another worker's on the study
-            self.reason = "goal"
+        if goal_met_trials(study, self.goal):
+            self.met = True
             study.stop()
-        elif len(finished(study)) >= self.max_trials:
-            self.reason = "max_trials"
-            study.stop()
+
+
+def stop_rules(max_trials: int, goal: GoalSpec) -> list[Callable[[optuna.Study, FrozenTrial], None]]:
+    """The ``optimize`` callbacks that end a search: the goal, or ``max_trials`` finished trials in the study."""
+    return [StopAtGoal(goal), MaxTrialsCallback(max_trials, states=FINISHED_STATES)]
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
@@ -356,10 +384,11 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return tally
 
 
-def trial_origin(trial: Any) -> int:
+def trial_origin(trial: FrozenTrial | optuna.Trial) -> int:
     """The number of the first trial in a retry chain (whose checkpoint a retry resumes)."""
     if isinstance(trial, FrozenTrial):
         attrs = trial.system_attrs
     else:  # a live Trial exposes its system attributes only through the storage
-        attrs = trial.storage.get_trial_system_attrs(trial._trial_id)
-    return int(attrs.get("failed_trial", trial.number))
+        storage = storage_of(trial.study)
+        attrs = storage.get_trial_system_attrs(_trial_id(trial.study, storage, trial.number))
+    return int(attrs.get(FAILED_TRIAL_ATTR, trial.number))

@@ -16,14 +16,6 @@ from tests.contract_helpers import Reports, study_context, trial_context
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL_DIR = ROOT / "models" / "diabetes_regression"
-BOOSTING = {
-    "estimator": "hist_gradient_boosting",
-    "learning_rate": 0.05,
-    "max_iter": 30,
-    "max_leaf_nodes": 4,
-    "min_samples_leaf": 20,
-    "l2_regularization": 1.0,
-}
 
 
 def rmse_trial(checkpoint_dir: Path, reports: Reports) -> TrialContext:
@@ -77,17 +69,10 @@ def test_prepare_names_a_bad_data_option(
 
 
 def test_overfits_one_small_batch(plugin: ModelPlugin, data: Any, tmp_path: Path) -> None:
-    """32 patients, fitted and scored on themselves: unconstrained boosting nearly memorises them."""
+    """32 patients, fitted and scored on themselves: a barely regularised RBF SVR nearly memorises them."""
     x, y = data.features["train"][:32], data.targets["train"][:32]
-    tiny = dataclasses.replace(data, features={"train": x, "val": x}, targets={"train": y, "val": y}, report_every=50)
-    params = {
-        **BOOSTING,
-        "learning_rate": 0.3,
-        "max_iter": 100,
-        "max_leaf_nodes": 31,
-        "min_samples_leaf": 1,
-        "l2_regularization": 1e-6,
-    }
+    tiny = dataclasses.replace(data, features={"train": x, "val": x}, targets={"train": y, "val": y})
+    params = {"estimator": "svr", "C": 1.0e5, "gamma": 1.0, "epsilon": 0.1}
     result = plugin.train(tiny, params, rmse_trial(tmp_path / "ckpt", Reports()))
     assert result.value < 0.05 * float(np.std(y))  # the target's spread is ~75
     assert result.history["val_r2"][-1] > 0.99
@@ -142,28 +127,13 @@ def test_retried_linear_trial_reuses_its_fitted_estimator(
     assert reports.steps == [0] and again.value == first.value
 
 
-def test_boosting_reports_per_chunk_and_resumes(plugin: ModelPlugin, data: Any, tmp_path: Path) -> None:
-    """30 iterations, then the same trial asked for 60: it continues at chunk 3, not from scratch."""
-    checkpoint = tmp_path / "trial-0000"
-    first = Reports()
-    plugin.train(data, BOOSTING, rmse_trial(checkpoint, first))
-    assert first.steps == [0, 1, 2]  # report_every: 10 iterations a chunk
-
-    again = Reports()
-    resumed = plugin.train(data, {**BOOSTING, "max_iter": 60}, rmse_trial(checkpoint, again))
-    assert again.steps == [3, 4, 5]
-    assert len(resumed.history["val_rmse"]) == 6
-
-    fresh = plugin.train(data, {**BOOSTING, "max_iter": 60}, rmse_trial(tmp_path / "fresh", Reports()))
-    assert resumed.value == pytest.approx(fresh.value)  # growing in chunks equals one long fit
-
-
+@pytest.mark.slow  # ~25 s; train/evaluate/export are covered in-process above
 def test_tune_cli_writes_a_summary(tmp_path: Path) -> None:
-    """One real ``mlops tune`` of three trials at most: exit 0 (goal met) or 3 (not met)."""
-    done, summary = tune_in(tmp_path, MODEL_DIR, "--max-trials", "3")
+    """One real ``mlops tune`` of three trials toward an unreachable goal: exit 3, budget spent."""
+    done, summary = tune_in(tmp_path, MODEL_DIR, "--max-trials", "3", "--goal", "1", expect=3)  # val_rmse <= 1
     assert summary["goal"]["metric"] == "val_rmse" and summary["goal"]["direction"] == "minimize"
     assert summary["exit_code"] == done.returncode
-    assert summary["trials_total"] == 3 or summary["exit_code"] == 0
+    assert summary["trials_total"] == 3
     assert summary["best"]["interval"] is None  # no Wilson interval for an RMSE
     assert summary["best"]["test_value"] > 0
     assert "Test predictions" in summary["plots"]

@@ -153,6 +153,7 @@ def small_model_image(
         "regression",
         "scikit-learn",
         token,
+        env=os.environ,
         base_image=base_image,
         client=docker_engine,
         log=lambda line: None,

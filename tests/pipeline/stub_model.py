@@ -3,7 +3,8 @@
 Its ``train`` runs ``params.epochs`` epochs of ``params.sleep`` seconds each, reports
 ``val_accuracy`` (= the sampled ``x``) after every epoch and checkpoints the epoch in
 ``state.json``, so a retried trial resumes after its last finished epoch. Every epoch is
-appended to ``epochs.log`` in the trial's checkpoint folder (what the tests read).
+appended to ``epochs.log`` in the trial's checkpoint folder (what the tests read). Prepared
+data with ``fail: true`` makes every trial raise.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ def train(data, params, trial):
     if state.exists():
         saved = json.loads(state.read_text())
         start, history = saved["epoch"] + 1, saved["history"]
+    if data.get("fail"):
+        raise RuntimeError("boom")  # a broken model: the trial fails
     value = float(params["x"])
     for epoch in range(start, int(data["epochs"])):
         time.sleep(float(data["sleep"]))

@@ -13,7 +13,7 @@ envelope and the From/To headers always come from the settings, never from the f
 webhook gets only an escaped line of text.
 
 Example:
-    >>> settings = NotifySettings.from_config(mlops_yaml.get("notify"))  # doctest: +SKIP
+    >>> settings = NotifySettings.from_config(mlops_yaml.get("notify"), env)  # doctest: +SKIP
     >>> result = notify(settings, event_for(summary), summary)  # doctest: +SKIP
     >>> print(result.message)  # doctest: +SKIP
 """

@@ -22,6 +22,8 @@ from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
+from pipeline.sdk.checkpoints import replace_file
+
 logger = logging.getLogger(__name__)
 
 JOURNAL = "outbox.jsonl"
@@ -49,17 +51,11 @@ def journal(outbox: Path, record: dict[str, Any]) -> None:
         handle.write(line + "\n")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # a flush never sees half a message
-
-
 def queue_email(outbox: Path, msg: EmailMessage, *, model: str, event: str, attempts: int, error: str) -> Path:
     """Write ``msg`` as a ``.eml`` file plus a journal line; return the file."""
     outbox.mkdir(parents=True, exist_ok=True)
     path = outbox / f"{_stem(model, event)}.eml"
-    _write_atomic(path, msg.as_bytes(policy=policy.SMTP))
+    replace_file(path, msg.as_bytes(policy=policy.SMTP))  # a flush never sees half a message
     journal(
         outbox,
         {
@@ -82,7 +78,7 @@ def queue_webhook(outbox: Path, payload: dict[str, Any], *, model: str, event: s
     """Write a webhook payload plus a journal line; return the file."""
     outbox.mkdir(parents=True, exist_ok=True)
     path = outbox / f"{_stem(model, event)}.webhook.json"
-    _write_atomic(path, json.dumps(payload).encode())
+    replace_file(path, json.dumps(payload).encode())
     journal(
         outbox,
         {

@@ -8,7 +8,6 @@ never prints it, and it stays out of ``repr`` so a traceback or a debug log cann
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -180,14 +179,12 @@ class NotifySettings:
                     )
 
     @classmethod
-    def from_config(
-        cls, config: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
-    ) -> NotifySettings:
+    def from_config(cls, config: Mapping[str, Any] | None, env: Mapping[str, str]) -> NotifySettings:
         """Build settings from the ``notify:`` section of ``mlops.yaml`` and the environment.
 
         Args:
             config: the ``notify:`` mapping (``None`` or empty when the file has none).
-            env: the environment to read ``MLOPS_*`` from; ``os.environ`` by default.
+            env: the environment snapshot the CLI took; ``ENV_VARS`` are read from it.
 
         Returns:
             Validated settings; ``email_enabled`` is false when no host is configured.
@@ -201,7 +198,6 @@ class NotifySettings:
             >>> s.smtp_port
             587
         """
-        env = os.environ if env is None else env
         if config is not None and not isinstance(config, Mapping):
             raise MlopsError(
                 f"notify: in mlops.yaml must be a mapping (host:, recipients:, ...), not {type(config).__name__}"

@@ -8,6 +8,7 @@ and its ``evaluate`` scores a softmax classifier the same way, so every Keras mo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -33,6 +34,21 @@ def dense_layers(params: dict[str, Any]) -> list[Any]:
         layers.append(keras.layers.Dense(int(width), activation=params["activation"]))
         layers.append(keras.layers.Dropout(float(params["dropout"])))
     return layers
+
+
+def dense_classifier(inputs: list[Any], params: dict[str, Any], n_classes: int, name: str) -> Any:
+    """A ``keras.Sequential``: ``inputs`` (an ``Input`` and any scaling), ``dense_layers``, a softmax.
+
+    Args:
+        inputs: the first layers: ``keras.Input`` and the model's own preprocessing.
+        params: the sampled parameters (``n_layers``, ``units``, ``activation``, ``dropout``).
+        n_classes: the width of the softmax.
+        name: the model's name.
+    """
+    import keras
+
+    layers = [*inputs, *dense_layers(params), keras.layers.Dense(n_classes, activation="softmax")]
+    return keras.Sequential(layers, name=name)
 
 
 def make_optimizer(name: str, learning_rate: float) -> Any:
@@ -78,6 +94,24 @@ def train_classifier(
         log=trial.log,
     )
     return TrainResult(outcome.best_value, model, outcome.history, n_val=len(labels["val"]))
+
+
+def train_new_classifier(
+    build: Callable[[], Any],
+    params: dict[str, Any],
+    features: dict[str, np.ndarray],
+    labels: dict[str, np.ndarray],
+    trial: TrialContext,
+    patience: int | None,
+) -> TrainResult:
+    """Seed Keras with the trial's seed, then ``build()`` the model and ``train_classifier`` it.
+
+    The seed comes first so the initial weights, like the batches, follow from the trial's seed.
+    """
+    import keras
+
+    keras.utils.set_random_seed(trial.seed)
+    return train_classifier(build(), params, features, labels, trial, patience)
 
 
 def evaluate_classifier(model: Any, features: np.ndarray, labels: np.ndarray, names: list[str]) -> Evaluation:

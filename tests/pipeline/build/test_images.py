@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -123,13 +124,16 @@ def test_index_settings_live_only_in_the_builder_stage() -> None:
     assert image_pip and all("--no-index" in line for line in image_pip)  # no index, no credentials
 
 
-def test_base_image_default_setting_and_argument(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("MLOPS_BASE_IMAGE", raising=False)
+def test_base_image_default_setting_and_argument(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MLOPS_BASE_IMAGE", "ignored/by:the-library")  # the CLI reads it, not the renderer
     assert f"FROM {DEFAULT_BASE_IMAGE}\n" in render_dockerfile("regression", None)
     assert "@sha256:" in DEFAULT_BASE_IMAGE
-    monkeypatch.setenv("MLOPS_BASE_IMAGE", "local/python:3.11-bookworm")
-    assert "FROM local/python:3.11-bookworm\n" in render_dockerfile("regression", None)
     assert "FROM other:1\n" in render_dockerfile("regression", None, base_image="other:1")
+    model = make_regression_model(tmp_path / "tiny_reg")
+    runner = CliRunner(env={"MLOPS_BASE_IMAGE": "local/python:3.11-bookworm"})
+    result = runner.invoke(app, ["build", str(model), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "FROM local/python:3.11-bookworm\n" in result.output
 
 
 def test_frameworks_default_alias_and_unknown() -> None:
@@ -190,11 +194,11 @@ def test_build_dry_run_prints_the_dockerfile(tmp_path: Path) -> None:
     assert "FROM local/python:3.11-bookworm\n" in result.output
 
 
-def test_no_engine_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
-    assert containers.docker_available() is False
-    with pytest.raises(MlopsError, match="no Docker engine reachable at .*--runner local"):
-        build_image(make_regression_model(tmp_path / "m"), "regression", None, "abc")
+def test_no_engine_is_one_clear_error(tmp_path: Path) -> None:
+    nowhere = {"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+    assert containers.docker_available(nowhere) is False
+    with pytest.raises(MlopsError, match=f"no Docker engine reachable at unix://{tmp_path}/no.sock; .*--runner local"):
+        build_image(make_regression_model(tmp_path / "m"), "regression", None, "abc", env=nowhere)
 
 
 @pytest.mark.docker
@@ -222,6 +226,7 @@ def test_image_is_built_labelled_and_reused(
         "regression",
         "scikit-learn",
         "feedbeef",
+        env=os.environ,
         base_image=base_image,
         client=docker_engine,
         log=notes.append,
@@ -249,6 +254,7 @@ def test_failing_build_names_the_step(
             "regression",
             "scikit-learn",
             "abc",
+            env=os.environ,
             base_image=base_image,
             client=docker_engine,
             log=lambda line: None,
@@ -284,12 +290,11 @@ def test_index_credentials_reach_the_build_but_not_the_image(
     base_image: str,  # noqa: F811
     small_model_image: SmallModel,  # noqa: F811
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     secret = f"s3cret-{uuid.uuid4().hex[:10]}"  # new each time: the builder stage cannot come from cache
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _AuthIndex)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("PIP_INDEX_URL", f"http://ci:{secret}@127.0.0.1:{server.server_port}/simple/")
+    index = {"PIP_INDEX_URL": f"http://ci:{secret}@127.0.0.1:{server.server_port}/simple/"}
     _AuthIndex.seen = []
     folder = make_regression_model(tmp_path / "tiny_idx", name="tiny_idx")
     try:
@@ -298,6 +303,7 @@ def test_index_credentials_reach_the_build_but_not_the_image(
             "regression",
             "scikit-learn",
             "idx",
+            env={**os.environ, **index},
             base_image=base_image,
             client=docker_engine,
             log=lambda line: None,

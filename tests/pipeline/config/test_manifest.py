@@ -8,7 +8,7 @@ from pipeline.config.manifest import load_manifest
 from pipeline.errors import MlopsError
 from pipeline.summary import GoalSpec
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 GOOD = """
 name: demo
 goal: {metric: val_rmse, direction: minimize, target: 50}

@@ -17,7 +17,7 @@ import pytest
 
 from pipeline.cli import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture

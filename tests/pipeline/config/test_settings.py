@@ -9,7 +9,7 @@ from pipeline.config.manifest import load_manifest
 from pipeline.config.settings import apply_overrides, check_folders, find_repo_config, resolve_settings
 from pipeline.errors import MlopsError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_layers_later_wins() -> None:

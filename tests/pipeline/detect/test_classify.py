@@ -12,6 +12,7 @@ import pytest
 from pipeline import cli
 from pipeline.detect.classify import Classification, classify_model, symbol_kind
 from pipeline.errors import MlopsError
+from tests.cli import MLOPS
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -636,7 +637,7 @@ def test_cli_no_model_exits_2_with_one_line(
 def test_console_entry_point_in_a_subprocess(tmp_path: Path) -> None:
     folder = write(tmp_path / "m", STYLES["statsmodels_formula_api"][0])
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "classify", str(folder), "--json"],
+        [*MLOPS, "classify", str(folder), "--json"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -33,12 +33,12 @@ Factory = tuple[Callable[[io.StringIO, list[str] | None], Any], str]
 def runner_factory(request: pytest.FixtureRequest) -> Factory:
     """Builds runners of one kind; the contract below holds for each."""
     if request.param == "local":
-        return (lambda out, entry: LocalRunner(out=out, entrypoint=entry)), sys.executable
+        return (lambda out, entry: LocalRunner(out=out, entrypoint=entry, host_env=os.environ)), sys.executable
     built = request.getfixturevalue("small_model_image").built
     client = request.getfixturevalue("docker_engine")
 
     def docker(out: io.StringIO, entry: list[str] | None) -> DockerRunner:
-        return DockerRunner(built.tag, client=client, out=out, entrypoint=entry)
+        return DockerRunner(built.tag, client=client, out=out, entrypoint=entry, host_env=os.environ)
 
     return docker, "python3"
 
@@ -104,23 +104,21 @@ def test_contract_kill_returns_137(runner_factory: Factory, workdir: Path) -> No
         timer.cancel()
 
 
-def test_choose_runner_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    assert isinstance(choose_runner("local"), LocalRunner)
+def test_choose_runner_names(tmp_path: Path) -> None:
+    nowhere = {"DOCKER_HOST": f"unix://{tmp_path}/no.sock"}
+    assert isinstance(choose_runner("local", nowhere), LocalRunner)
     with pytest.raises(MlopsError, match="unknown runner 'podman'"):
-        choose_runner("podman")
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no.sock")
+        choose_runner("podman", nowhere)
     out = io.StringIO()
-    assert isinstance(choose_runner("auto", out=out), LocalRunner)
+    assert isinstance(choose_runner("auto", nowhere, out=out), LocalRunner)
     assert out.getvalue() == "no Docker engine reachable; running locally\n"
-    with pytest.raises(MlopsError, match="no Docker engine reachable"):
-        choose_runner("docker")
+    with pytest.raises(MlopsError, match=f"no Docker engine reachable at unix://{tmp_path}/no.sock"):
+        choose_runner("docker", nowhere)
 
 
-def test_docker_env_forwards_settings_not_host_paths(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLOPS_MAX_TRIALS", "5")
-    monkeypatch.setenv("KERAS_HOME", "/data/keras")
-    monkeypatch.setenv("UNRELATED", "x")
-    runner = DockerRunner("img", client=object(), user="1000:1000")
+def test_docker_env_forwards_settings_not_host_paths() -> None:
+    host = {"MLOPS_MAX_TRIALS": "5", "KERAS_HOME": "/data/keras", "UNRELATED": "x"}
+    runner = DockerRunner("img", client=object(), user="1000:1000", host_env=host)
     env = runner.container_env({"SEED": "1", "PATH": "/host"})
     assert env["MLOPS_MAX_TRIALS"] == "5" and env["KERAS_HOME"] == "/data/keras"
     assert env["SEED"] == "1" and env["PATH"] == "/host"  # what the caller sets on purpose passes
@@ -137,23 +135,19 @@ SECRETS = {
 }
 
 
-def test_docker_env_drops_secrets_of_the_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MLOPS_MAX_TRIALS", "5")
-    env = DockerRunner("img", client=object()).container_env({"MLOPS_RESTARTS": "1"}, ["tune", "m"])
+def test_docker_env_drops_secrets_of_the_host() -> None:
+    host = {**SECRETS, "MLOPS_MAX_TRIALS": "5"}
+    env = DockerRunner("img", client=object(), host_env=host).container_env({"MLOPS_RESTARTS": "1"}, ["tune", "m"])
     assert not set(SECRETS) & set(env), env
     assert env["MLOPS_MAX_TRIALS"] == "5" and env["MLOPS_RESTARTS"] == "1"
 
 
-def test_local_runner_child_gets_no_secrets(monkeypatch: pytest.MonkeyPatch, workdir: Path) -> None:
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("MLOPS_MAX_TRIALS", "5")
-    monkeypatch.setenv("LC_ALL", "C.UTF-8")
+def test_local_runner_child_gets_no_secrets(workdir: Path) -> None:
+    host = {**os.environ, **SECRETS, "MLOPS_MAX_TRIALS": "5", "LC_ALL": "C.UTF-8"}
     out = io.StringIO()
     script = "import json, os; print(json.dumps(dict(os.environ)))"
-    code = LocalRunner(out=out, entrypoint=[sys.executable, "-c", script]).run([], {"MLOPS_RESTARTS": "2"}, workdir)
+    runner = LocalRunner(out=out, entrypoint=[sys.executable, "-c", script], host_env=host)
+    code = runner.run([], {"MLOPS_RESTARTS": "2"}, workdir)
     assert code == 0, out.getvalue()
     child = json.loads(out.getvalue())
     assert not set(SECRETS) & set(child), sorted(child)
@@ -211,7 +205,7 @@ def test_docker_runner_model_path_is_the_image_copy(
     docker_engine: Any,  # noqa: F811
 ) -> None:
     folder, built, _ = small_model_image
-    runner = choose_runner("auto", image=built.tag)
+    runner = choose_runner("auto", os.environ, image=built.tag)
     assert isinstance(runner, DockerRunner)
     assert runner.model_path(folder) == "/app/models/tiny_reg"
     assert LocalRunner().model_path(folder) == str(folder.resolve())
@@ -241,16 +235,15 @@ def test_docker_sandbox_read_only_checkout_no_network_no_secrets(
     docker_engine: Any,  # noqa: F811
     workdir: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for name, value in SECRETS.items():
-        monkeypatch.setenv(name, value)
+    host = {**os.environ, **SECRETS}
     runs = tmp_path / "runs"
     entry = ["python3", "-c", _SANDBOX_PROBE, *SECRETS]
 
     def probe(env: dict[str, str]) -> dict[str, Any]:
         out = io.StringIO()
-        runner = DockerRunner(small_model_image.built.tag, client=docker_engine, out=out, entrypoint=entry)
+        tag = small_model_image.built.tag
+        runner = DockerRunner(tag, client=docker_engine, out=out, entrypoint=entry, host_env=host)
         assert runner.run([], {"MLOPS_RUNS_DIR": str(runs), **env}, workdir) == 0, out.getvalue()
         return dict(json.loads(out.getvalue().strip().splitlines()[-1]))
 

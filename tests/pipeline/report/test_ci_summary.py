@@ -187,15 +187,10 @@ def github(tmp_path: Path) -> Iterator[tuple[FakeGitHub, dict[str, str]]]:
     fake.server.server_close()
 
 
-def test_pr_comment_created_once_then_updated(
-    github: tuple[FakeGitHub, dict[str, str]], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_pr_comment_created_once_then_updated(github: tuple[FakeGitHub, dict[str, str]]) -> None:
     fake, env = github
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
 
-    first = publish_github("## run 1\n")
+    first = publish_github("## run 1\n", env=env)
     assert (first.comment, first.warnings) == ("created", [])
     assert [(r["method"], r["path"].split("?")[0]) for r in fake.requests] == [
         ("GET", "/repos/o/r/issues/7/comments"),
@@ -206,7 +201,7 @@ def test_pr_comment_created_once_then_updated(
     assert all(r["auth"] == f"Bearer {TOKEN}" for r in fake.requests)
 
     fake.requests.clear()
-    second = publish_github("## run 2\n")
+    second = publish_github("## run 2\n", env=env)
     assert second.comment == "updated"
     assert fake.requests[-1]["method"] == "PATCH"
     assert fake.requests[-1]["path"] == "/repos/o/r/issues/comments/101"

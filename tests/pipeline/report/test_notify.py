@@ -10,7 +10,6 @@ import os
 import socket
 import ssl
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from email import policy
@@ -33,6 +32,7 @@ from pipeline.report.notify import outbox as notify_outbox
 from pipeline.report.notify.deliver import NotifySettings, event_for, flush_outbox, notify
 from pipeline.report.notify.message import subject_for
 from pipeline.summary import BestTrial, GoalSpec, TuneSummary
+from tests.cli import MLOPS
 from tests.pipeline.smtp import PASSWORD, USER, authenticator, free_port
 
 # untrusted text as a model name, error or parameter value could carry it
@@ -688,7 +688,7 @@ def mlops_notify(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedPro
         config.write_text("{}\n")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_SMTP", "MLOPS_MAIL", "MLOPS_WEBHOOK"))}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "notify", "--runs-dir", "mlops-runs"],
+        [*MLOPS, "notify", "--runs-dir", "mlops-runs"],
         cwd=tmp_path,
         env={**clean, "MLOPS_CONFIG": str(config), **env},
         capture_output=True,

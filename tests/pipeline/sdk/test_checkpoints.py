@@ -12,7 +12,7 @@ from pipeline.sdk.checkpoints import frame, load_good, previous_of, unframe, wri
 from pipeline.sdk.contract import load_plugin
 from tests.contract_helpers import Reports, study_context, trial_context
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_write_keeps_the_previous_checkpoint(tmp_path: Path) -> None:

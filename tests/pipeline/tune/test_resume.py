@@ -1,18 +1,23 @@
-"""Crash safety for real: SIGKILL ``mlops tune`` mid-trial, run it again, lose nothing."""
+"""Crash safety for real: SIGKILL ``mlops tune`` mid-trial, run it again, lose nothing.
+
+Slow (the face model, twice); ``test_search.py::test_a_trial_whose_process_died_is_retried_from_its_checkpoint``
+covers the same recovery in-process.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
+from tests.cli import MLOPS
 from tests.conftest import FACE_WEIGHTS, ROOT
 
 MODEL = ROOT / "models" / "face_vgg16"
@@ -21,9 +26,7 @@ MODEL = ROOT / "models" / "face_vgg16"
 def command(tmp_path: Path) -> list[str]:
     # An unreachable goal and no early stopping or pruning: every trial runs all its epochs.
     return [
-        sys.executable,
-        "-m",
-        "pipeline.cli",
+        *MLOPS,
         "tune",
         str(MODEL),
         "--weights",
@@ -71,6 +74,7 @@ def kill_mid_trial(tmp_path: Path, env: dict[str, str]) -> tuple[list[str], int]
     return lines, victim
 
 
+@pytest.mark.slow
 def test_sigkill_mid_trial_then_rerun_finishes_the_study(offline_env: dict, tmp_path: Path) -> None:
     env = {**os.environ, **offline_env, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
     before, victim = kill_mid_trial(tmp_path, env)

@@ -1,4 +1,8 @@
-"""``mlops tune`` end to end: a real search on Olivetti with the real face-pretrained weights."""
+"""``tune()``: in-process on the stub model (fast), and ``mlops tune`` end to end on the face model.
+
+The end-to-end runs (a real search on Olivetti with the real face-pretrained weights, a
+minute or more each) are marked ``slow``; the in-process tests cover the same behaviour.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +12,159 @@ import subprocess
 import sys
 from pathlib import Path
 
+import optuna
 import pytest
+from mlflow import MlflowClient
+from optuna.trial import TrialState
 
+from pipeline.config.settings import TuneSettings, resolve_settings
+from pipeline.errors import ExitCode
+from pipeline.tracking.tracker import TRIAL_TAG
+from pipeline.tune.attributes import PARENT_ATTR, RESTARTS_ATTR, RUN_ID_ATTR, WORKER_ATTR
+from pipeline.tune.search import tune
+from pipeline.tune.study import worker_id
+from tests.cli import MLOPS
 from tests.conftest import FACE_WEIGHTS, ROOT
+from tests.pipeline.stub_model import write_stub
+from tests.pipeline.tune.stub_search import model_name
 
 MODEL = ROOT / "models" / "face_vgg16"
+
+pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+
+
+def stub_settings(tmp_path: Path, tracking_uri: str, **extra: object) -> TuneSettings:
+    """Every store and folder of an in-process search under ``tmp_path`` (the MLflow store is shared)."""
+    return TuneSettings(
+        storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+        tracking_uri=tracking_uri,
+        experiment=model_name(tmp_path),
+        study_name="s",
+        runs_dir=tmp_path / "runs",
+        cache_dir=tmp_path / "cache",
+        pruner="none",
+        timeout=120.0,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def stub(tmp_path: Path, **options: object) -> Path:
+    return write_stub(tmp_path / "stub", name=model_name(tmp_path), **options)  # type: ignore[arg-type]
+
+
+def runs_of(tracking_uri: str, experiment: str) -> list:
+    client = MlflowClient(tracking_uri=tracking_uri)
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id])
+
+
+def test_a_met_goal_exits_0_and_registers_the_champion(tmp_path: Path, tracking_uri: str) -> None:
+    printed: list[str] = []
+    summary = tune(stub(tmp_path, target=0.1), stub_settings(tmp_path, tracking_uri, max_trials=3), printed.append)
+    name = model_name(tmp_path)
+    assert summary.exit_code == ExitCode.OK and summary.goal_met
+    assert summary.trials_total == 1  # the first trial met the goal: the search stopped there
+    assert f"model: registered {name}/1 (alias champion)" in printed
+    assert any(line.startswith("goal met: best val_accuracy") for line in printed)
+    on_disk = json.loads((tmp_path / "runs" / name / "summary.json").read_text())
+    assert on_disk["goal_met"] is True and on_disk["registered_model"] == f"{name}/1"
+    champion = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, "champion")
+    assert champion.run_id == summary.best.mlflow_run_id  # type: ignore[union-attr]
+    runs = runs_of(tracking_uri, name)
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [("s", "FINISHED"), ("trial-0", "FINISHED")]
+
+
+def test_an_unreachable_goal_is_an_honest_failure(tmp_path: Path, tracking_uri: str) -> None:
+    printed: list[str] = []
+    settings = stub_settings(tmp_path, tracking_uri, max_trials=2, goal=1.0, goal_confidence=True)
+    summary = tune(stub(tmp_path), settings, printed.append)
+    assert summary.exit_code == ExitCode.GOAL_NOT_MET
+    assert any(line.startswith("goal NOT met: best val_accuracy") for line in printed), printed
+    on_disk = json.loads((tmp_path / "runs" / model_name(tmp_path) / "summary.json").read_text())
+    assert on_disk["goal_met"] is False and on_disk["registered_model"] is None
+    assert on_disk["trials_complete"] + on_disk["trials_pruned"] == 2
+    assert MlflowClient(tracking_uri=tracking_uri).search_model_versions(f"name = '{model_name(tmp_path)}'") == []
+
+
+def test_the_same_study_with_a_higher_goal_continues_it(tmp_path: Path, tracking_uri: str) -> None:
+    """A second run of one study with another goal adds trials to it (params are write-once in MLflow)."""
+    model = stub(tmp_path)
+    first = tune(model, stub_settings(tmp_path, tracking_uri, max_trials=1, goal=0.5), print)
+    assert first.exit_code == ExitCode.OK
+    printed: list[str] = []
+    second = tune(model, stub_settings(tmp_path, tracking_uri, max_trials=2, goal=1.0), printed.append)
+    assert second.exit_code == ExitCode.GOAL_NOT_MET
+    assert "1 finished trial(s) so far" in printed[0]
+    assert second.trials_complete + second.trials_pruned == 2
+    assert second.mlflow_parent_run_id == first.mlflow_parent_run_id  # the same parent run, re-opened
+
+
+def test_a_supervisor_restart_is_counted_from_the_settings(tmp_path: Path, tracking_uri: str) -> None:
+    printed: list[str] = []
+    settings = stub_settings(tmp_path, tracking_uri, max_trials=1, restarts=1, restart_reason="was killed by SIGKILL")
+    summary = tune(stub(tmp_path), settings, printed.append)
+    assert "restart 1: the previous run was killed by SIGKILL" in printed
+    assert summary.restarts == 1
+    study = optuna.load_study(study_name="s", storage=settings.storage_url)
+    assert study.user_attrs[RESTARTS_ATTR] == 1
+    parent = MlflowClient(tracking_uri=tracking_uri).get_run(summary.mlflow_parent_run_id)  # type: ignore[arg-type]
+    assert parent.data.metrics["restarts"] == 1
+    assert parent.data.tags["mlops.restart.1"] == "was killed by SIGKILL"
+
+
+def test_the_supervisor_s_hand_off_reaches_the_settings() -> None:
+    """The supervisor sets MLOPS_RESTARTS / MLOPS_RESTART_REASON; they are tune settings like any other."""
+    environ = {"MLOPS_RESTARTS": "2", "MLOPS_RESTART_REASON": "exited with 137"}
+    settings = resolve_settings({}, {}, {}, environ=environ)
+    assert (settings.restarts, settings.restart_reason) == (2, "exited with 137")
+    assert (TuneSettings().restarts, TuneSettings().restart_reason) == (0, "")
+
+
+def test_a_trial_whose_process_died_is_retried_from_its_checkpoint(tmp_path: Path, tracking_uri: str) -> None:
+    """What a SIGKILL mid-trial leaves (a RUNNING trial of a dead PID, its RUNNING run, a checkpoint), resumed."""
+    model = stub(tmp_path, epochs=3)
+    settings = stub_settings(tmp_path, tracking_uri, max_trials=1)
+    tune(model, settings, print)
+    study = optuna.load_study(study_name="s", storage=settings.storage_url)
+    dead = study.ask({"x": optuna.distributions.FloatDistribution(0.5, 0.9)})
+    dead.suggest_int("k", 1, 1000)
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    host, namespace, _ = worker_id().split("|")
+    dead.set_user_attr(WORKER_ATTR, f"{host}|{namespace}|{process.pid}")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    parent_id = study.user_attrs[PARENT_ATTR]
+    experiment = client.get_run(parent_id).info.experiment_id
+    killed = client.create_run(experiment, tags={"mlflow.parentRunId": parent_id, TRIAL_TAG: "1"}, run_name="trial-1")
+    dead.set_user_attr(RUN_ID_ATTR, killed.info.run_id)
+    folder = tmp_path / "runs" / model_name(tmp_path) / "s" / "checkpoints" / "trial-0001"
+    folder.mkdir(parents=True)
+    (folder / "state.json").write_text(json.dumps({"epoch": 0, "history": [dead.params["x"]]}))
+    (folder / "epochs.log").write_text("1 0\n")
+
+    printed: list[str] = []
+    summary = tune(model, stub_settings(tmp_path, tracking_uri, max_trials=2), printed.append)
+    assert summary.exit_code == ExitCode.GOAL_NOT_MET
+    assert "resuming: trial(s) 1 died with their process; retrying from their checkpoints" in printed
+    retried = next(line for line in printed if line.startswith("trial   2"))
+    assert retried.endswith("(resumed at epoch 1)")
+    trials = optuna.load_study(study_name="s", storage=settings.storage_url).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].params == trials[1].params
+    assert (folder / "epochs.log").read_text().split()[1::2] == ["0", "1", "2"]  # every epoch once
+    runs = runs_of(tracking_uri, model_name(tmp_path))
+    assert sorted((r.info.run_name, r.info.status) for r in runs) == [
+        ("s", "FINISHED"),
+        ("trial-0", "FINISHED"),
+        ("trial-2", "FINISHED"),  # the killed trial's run, re-opened by its retry: counted once
+    ]
 
 
 def mlops(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in ``cwd`` (where mlflow.db, mlops-runs/ and the cache go)."""
     full_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
+        [*MLOPS, *args],
         cwd=cwd,
         env=full_env,
         capture_output=True,
@@ -52,6 +197,7 @@ def nested_runs(tmp_path: Path, parent_id: str) -> list:
     return client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
 
 
+@pytest.mark.slow
 def test_search_meets_goal_registers_champion_and_reuses_the_cache(offline_env: dict, tmp_path: Path) -> None:
     first = mlops(tune_args(tmp_path, "--goal", "0.9"), tmp_path, offline_env)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -82,6 +228,7 @@ def test_search_meets_goal_registers_champion_and_reuses_the_cache(offline_env: 
     assert "through VGG16" not in second.stdout
 
 
+@pytest.mark.slow
 def test_unreachable_goal_is_an_honest_failure(offline_env: dict, tmp_path: Path) -> None:
     result = mlops(
         # Unreachable: the Wilson lower bound of an accuracy stays below 1.
@@ -114,6 +261,7 @@ def test_bad_input_is_one_line_and_exit_2(offline_env: dict, tmp_path: Path, arg
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
 
 
+@pytest.mark.slow
 def test_same_study_again_with_a_higher_goal_continues_it(offline_env: dict, tmp_path: Path) -> None:
     """A second run of one study with another goal adds trials to it (params are write-once in MLflow)."""
     args = tune_args(tmp_path, "--set", "data.input_size=32", "--study-name", "faces", "--max-trials", "1")

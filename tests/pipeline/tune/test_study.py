@@ -12,10 +12,10 @@ from optuna.trial import TrialState
 
 from pipeline.config.settings import TuneSettings
 from pipeline.summary import GoalSpec
+from pipeline.tune.attributes import INTERRUPTED_ATTR
 from pipeline.tune.sampling import duplicate_of, trial_seed
 from pipeline.tune.study import (
-    INTERRUPTED_ATTR,
-    StopRules,
+    StopAtGoal,
     claim_parent_run,
     goal_met_trials,
     open_study,
@@ -23,6 +23,8 @@ from pipeline.tune.study import (
     redact,
     retry_interrupted,
     run_once,
+    stop_rules,
+    storage_of,
     trial_origin,
     worker_id,
 )
@@ -84,15 +86,39 @@ def test_live_or_foreign_trials_are_left_to_the_heartbeat(tmp_path: Path) -> Non
 def test_stop_rules_stop_at_goal_or_budget(tmp_path: Path) -> None:
     study, _ = open_study("s", "maximize", settings_for(tmp_path))
     goal = GoalSpec(metric="val_accuracy", target=1.0)
-    rules = StopRules(max_trials=3, goal=goal)
-    study.optimize(lambda trial: float(trial.number), n_trials=10, callbacks=[rules])
-    assert len(study.trials) == 2 and rules.reason == "goal"  # trial 1 scored 1.0
+    rules = stop_rules(max_trials=3, goal=goal)
+    study.optimize(lambda trial: float(trial.number), n_trials=10, callbacks=rules)
+    assert len(study.trials) == 2  # trial 1 scored 1.0
+    assert isinstance(rules[0], StopAtGoal) and rules[0].met
     # The same study judged against a higher goal: nothing meets it any more.
     assert goal_met_trials(study, GoalSpec(target=2.0)) == []
     study2, _ = open_study("t", "maximize", settings_for(tmp_path))
-    rules2 = StopRules(max_trials=3, goal=goal)
-    study2.optimize(lambda t: 0.0, n_trials=10, callbacks=[rules2])
-    assert len(study2.trials) == 3 and rules2.reason == "max_trials"
+    rules2 = stop_rules(max_trials=3, goal=goal)
+    study2.optimize(lambda t: 0.0, n_trials=10, callbacks=rules2)
+    assert len(study2.trials) == 3
+    assert isinstance(rules2[0], StopAtGoal) and not rules2[0].met
+
+
+def test_the_budget_counts_pruned_trials_but_not_failed_ones(tmp_path: Path) -> None:
+    study, _ = open_study("s", "maximize", settings_for(tmp_path))
+    outcomes = iter(["fail", "pruned", "fail", "pruned", 0.5, 0.5])
+
+    def objective(trial: optuna.Trial) -> float:
+        outcome = next(outcomes)
+        if outcome == "fail":
+            raise ValueError("boom")
+        if outcome == "pruned":
+            raise optuna.TrialPruned()
+        return float(outcome)
+
+    study.optimize(objective, n_trials=10, callbacks=stop_rules(3, GoalSpec(target=1.0)), catch=(ValueError,))
+    assert [t.state for t in study.trials] == [
+        TrialState.FAIL,
+        TrialState.PRUNED,
+        TrialState.FAIL,
+        TrialState.PRUNED,
+        TrialState.COMPLETE,
+    ]
 
 
 def test_redact_hides_passwords() -> None:
@@ -239,7 +265,7 @@ def test_run_once_runs_the_work_once_across_workers(tmp_path: Path) -> None:
 
 def test_run_once_takes_over_from_a_dead_claimant(tmp_path: Path) -> None:
     study, _ = open_study("s", "maximize", settings_for(tmp_path))
-    marker = optuna.create_study(study_name="s.registered-0", storage=study._storage)
+    marker = optuna.create_study(study_name="s.registered-0", storage=storage_of(study))
     host, namespace, _ = worker_id().split("|")
     marker.set_user_attr("worker", f"{host}|{namespace}|{dead_pid()}")  # killed mid-registration
     assert run_once(study, "registered-0", lambda: "model/1", wait=60) == "model/1"

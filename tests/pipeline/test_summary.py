@@ -1,0 +1,33 @@
+"""``GoalSpec``: which way is better, and when a goal is met."""
+
+from __future__ import annotations
+
+import math
+
+from pipeline.summary import GoalSpec
+
+
+def test_better_follows_the_direction() -> None:
+    accuracy = GoalSpec(metric="val_accuracy", direction="maximize", target=0.9)
+    rmse = GoalSpec(metric="val_rmse", direction="minimize", target=50.0)
+    assert accuracy.better(0.8, 0.7) and not accuracy.better(0.7, 0.8) and not accuracy.better(0.7, 0.7)
+    assert rmse.better(40.0, 50.0) and not rmse.better(50.0, 40.0) and not rmse.better(40.0, 40.0)
+    assert not accuracy.better(math.nan, 0.1) and not rmse.better(math.nan, 100.0)
+    assert (accuracy.sign, rmse.sign) == (">=", "<=")
+
+
+def test_reached_includes_the_target_and_never_a_nan() -> None:
+    accuracy = GoalSpec(metric="val_accuracy", direction="maximize", target=0.9)
+    rmse = GoalSpec(metric="val_rmse", direction="minimize", target=50.0)
+    assert accuracy.reached(0.9) and accuracy.reached(0.95) and not accuracy.reached(0.89)
+    assert rmse.reached(50.0) and rmse.reached(10.0) and not rmse.reached(50.1)
+    assert not accuracy.reached(math.nan) and not rmse.reached(math.nan)
+
+
+def test_with_confidence_the_lower_bound_of_an_accuracy_decides() -> None:
+    goal = GoalSpec(metric="val_accuracy", direction="maximize", target=0.9, confidence=True)
+    assert not goal.reached(0.95, lower_bound=0.85)
+    assert goal.reached(0.95, lower_bound=0.9)
+    assert goal.reached(0.95)  # no interval (too few examples known): the value itself
+    rmse = GoalSpec(metric="val_rmse", direction="minimize", target=50.0, confidence=True)
+    assert rmse.reached(40.0, lower_bound=60.0)  # an error has no interval: the value decides
