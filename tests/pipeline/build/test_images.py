@@ -34,10 +34,7 @@ from pipeline.config.manifest import KINDS
 from pipeline.errors import MlopsError
 from tests.pipeline.docker_fixtures import (
     SmallModel,
-    base_image,
-    docker_engine,
     make_regression_model,
-    small_model_image,
 )
 
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
