@@ -25,13 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline.errors import MlopsError
 
 TYPES = ("int", "float", "str", "bool", "list")
 SECTIONS = ("data", "params", "search_space")
-_KEYS = {"type", "choices", "ge", "gt", "le", "lt", "nullable"}
+_KEYS = {"type", "choices", "ge", "gt", "le", "lt", "nullable", "file_unless"}
 _BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
 
 
@@ -58,6 +59,7 @@ class OptionSpec:
     choices: tuple[Any, ...] = ()
     bounds: tuple[tuple[str, float], ...] = ()  # ("ge", 32.0), ...
     nullable: bool = False
+    file_unless: tuple[str, ...] = ()  # a str option naming a file, but for these words
 
     def problem(self, value: Any) -> str | None:
         """Why ``value`` is not acceptable (``"must be an int"``), or ``None`` when it is."""
@@ -70,6 +72,8 @@ class OptionSpec:
         for name, bound in self.bounds:
             if not _compare(name, value, bound):
                 return f"must be {_BOUNDS[name]} {bound:g}"
+        if self.file_unless and value not in self.file_unless and not Path(value).expanduser().is_file():
+            return f"names no file; pass {' or '.join(self.file_unless)}, or the path of an existing file"
         return None
 
     def describe(self) -> str:
@@ -184,4 +188,9 @@ def _parse_spec(raw: Any, at: str) -> OptionSpec:
     nullable = raw.get("nullable", False)
     if not isinstance(nullable, bool):
         raise MlopsError(f"{at}.nullable must be true or false, not {nullable!r}")
-    return OptionSpec(kind, tuple(choices), tuple(bounds), nullable)
+    file_unless = raw.get("file_unless", [])
+    if file_unless and (
+        kind != "str" or not isinstance(file_unless, list) or not all(_is("str", w) for w in file_unless)
+    ):
+        raise MlopsError(f"{at}.file_unless must be a list of words, on a str option (the rest must be files)")
+    return OptionSpec(kind, tuple(choices), tuple(bounds), nullable, tuple(file_unless))

@@ -255,3 +255,27 @@ def test_bad_tune_default_in_model_yaml_names_the_file(
         f"error: setting timeout=-600.0 (from {folder / 'model.yaml'} tune.timeout) must be more than 0 seconds, "
         "or none for no limit"
     )
+
+
+@pytest.mark.parametrize(
+    ("weights", "refused"),
+    [("/no/such.h5", True), ("imagenet", False), ("none", False)],
+)
+def test_a_weights_path_must_name_a_file(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, weights: str, refused: bool
+) -> None:
+    """``--weights PATH`` naming nothing is refused before the data or VGG16 is loaded; the keywords pass."""
+    from pipeline.config.manifest import load_manifest
+    from pipeline.config.preflight import check_run
+    from pipeline.config.settings import TuneSettings
+
+    model = model_copy(clean_env, "face_vgg16")
+    if refused:
+        line = tune_fails(clean_env, capsys, monkeypatch, model, "--weights", weights)
+        assert line == (
+            "error: --weights: params.weights='/no/such.h5' names no file; pass imagenet or none, "
+            "or the path of an existing file"
+        )
+    else:
+        settings = TuneSettings(weights=weights, runs_dir=clean_env / "runs", cache_dir=clean_env / "cache")
+        check_run(load_manifest(model), settings)  # no error

@@ -246,7 +246,7 @@ def test_unreachable_goal_is_an_honest_failure(offline_env: dict, tmp_path: Path
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--weights", "/no/such.h5"], "weights file /no/such.h5 not found"),
+        (["--weights", "/no/such.h5"], "params.weights='/no/such.h5' names no file; pass imagenet or none"),
         (["--set", "data.source=mnist"], "data.source='mnist' is unknown"),
         (["--pruner", "magic"], "pruner='magic' is unknown"),
     ],
