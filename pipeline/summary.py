@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipeline.errors import MlopsError
+
 Direction = Literal["maximize", "minimize"]  # which way the goal metric is better
 
 
@@ -137,11 +139,11 @@ class TuneSummary:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     def write(self, path: Path) -> None:
-        """Write atomically, so a reader never sees half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(self.to_json())
-        tmp.replace(path)
+        """Write atomically, so a reader never sees half a file (two workers may write at once)."""
+        # Imported here: pipeline.sdk's contract imports this module.
+        from pipeline.sdk.checkpoints import replace_file
+
+        replace_file(path, self.to_json().encode())
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TuneSummary:
@@ -157,5 +159,17 @@ class TuneSummary:
 
     @classmethod
     def read(cls, path: Path) -> TuneSummary:
-        """Read a ``summary.json`` written by ``write``."""
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """Read a ``summary.json`` written by ``write``.
+
+        The file lies in a folder the tune stage (pushed model code) can write, so it is
+        checked as it is rebuilt, never trusted.
+
+        Raises:
+            MlopsError: naming the file when it is unreadable, not JSON or not a summary.
+        """
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            raise MlopsError(
+                f"{path}: not a summary mlops tune wrote ({type(error).__name__}: {error}); run the tune again"
+            ) from None

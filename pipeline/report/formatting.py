@@ -159,9 +159,8 @@ def format_param(value: object) -> str:
 def goal_text(summary: TuneSummary) -> str:
     """The goal as one phrase, e.g. ``val_accuracy >= 0.90`` (``lower 95% bound`` when asked)."""
     goal = summary.goal
-    op = "<=" if goal.direction == "minimize" else ">="
     bound = " (lower 95% bound)" if goal.confidence and goal.direction != "minimize" else ""
-    return f"{goal.metric}{bound} {op} {format_value(goal.target)}"
+    return f"{goal.metric}{bound} {goal.sign} {format_value(goal.target)}"
 
 
 def goal_check(summary: TuneSummary) -> str:

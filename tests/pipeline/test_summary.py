@@ -1,10 +1,14 @@
-"""``GoalSpec``: which way is better, and when a goal is met."""
+"""``GoalSpec``: which way is better, and when a goal is met; ``TuneSummary`` read back checked."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
-from pipeline.summary import GoalSpec
+import pytest
+
+from pipeline.errors import MlopsError
+from pipeline.summary import GoalSpec, TuneSummary
 
 
 def test_better_follows_the_direction() -> None:
@@ -31,3 +35,23 @@ def test_with_confidence_the_lower_bound_of_an_accuracy_decides() -> None:
     assert goal.reached(0.95)  # no interval (too few examples known): the value itself
     rmse = GoalSpec(metric="val_rmse", direction="minimize", target=50.0, confidence=True)
     assert rmse.reached(40.0, lower_bound=60.0)  # an error has no interval: the value decides
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["", '{"model": "face_vgg16"', "[1, 2]", '{"model": "m"}', '{"goal": {"metric": "val_accuracy", "nope": 1}}'],
+)
+def test_a_summary_that_is_not_ours_is_one_clear_error(tmp_path: Path, content: str) -> None:
+    """summary.json lies where the tune stage (pushed code) writes: read back, it is checked, not trusted."""
+    path = tmp_path / "summary.json"
+    path.write_text(content)
+    with pytest.raises(MlopsError) as error:
+        TuneSummary.read(path)
+    assert str(error.value).startswith(f"{path}: not a summary mlops tune wrote (")
+
+
+def test_a_written_summary_reads_back_equal(tmp_path: Path) -> None:
+    summary = TuneSummary(model="m", goal=GoalSpec("val_accuracy", "maximize", 0.9), goal_met=False, best=None)
+    summary.write(tmp_path / "runs" / "summary.json")
+    assert TuneSummary.read(tmp_path / "runs" / "summary.json") == summary
+    assert [p.name for p in (tmp_path / "runs").iterdir()] == ["summary.json"]  # no temporary file left
