@@ -21,7 +21,7 @@ from pipeline.config.environment import FAULT_AT, Environment
 from pipeline.errors import ExitCode, MlopsError
 from pipeline.tune import interrupts
 
-_STAGES = ("detect", "classify", "build", "tune", "run", "notify")
+_STAGES = ("detect", "classify", "build", "features", "tune", "run", "notify", "promote", "status")
 
 app = typer.Typer(
     name="mlops",
@@ -53,11 +53,14 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as error:  # click's usage errors come through here
+    except Exception as error:  # usage errors come through here
         import click
 
-        if isinstance(error, click.exceptions.ClickException):
-            error.show()
+        # Typer 0.29 raises its own copy of click's errors (typer._click), not click's.
+        usage = (click.exceptions.ClickException, typer.exceptions.TyperException)
+        show = getattr(error, "show", None)
+        if isinstance(error, usage) and callable(show):
+            show()
             sys.exit(ExitCode.USAGE)
         raise
     received = interrupts.received()

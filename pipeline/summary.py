@@ -107,6 +107,70 @@ class BestTrial:
     mlflow_run_id: str | None = None
 
 
+Verdict = Literal["first", "promoted", "forced", "kept"]
+
+
+@dataclass
+class Promotion:
+    """The promotion gate's decision: does the search's best model replace the ``champion``?
+
+    Attributes:
+        verdict: ``first`` (there was no champion), ``promoted`` (it beat the champion by
+            more than the margin), ``forced`` (``--force-promote``) or ``kept`` (the champion
+            stays; the new version got alias ``challenger``).
+        reason: one sentence saying why, with both scores.
+        metric: the test metric compared, e.g. ``test_accuracy``.
+        challenger_version: the version the search registered.
+        challenger_value: its score on the test split.
+        challenger_interval: its Wilson 95% interval (fractions only).
+        champion_version: the champion before the gate, if any.
+        champion_value: its score on the same test split; ``None`` when it could not be scored.
+        champion_interval: its Wilson 95% interval (fractions only).
+        champion_scored: ``recorded`` (its registration's score, on a test split with the same
+            fingerprint), ``rescored`` (scored now on this test split) or ``unscored``.
+        margin: how much better the challenger had to be (metric units).
+    """
+
+    verdict: Verdict
+    reason: str
+    metric: str
+    challenger_version: int
+    challenger_value: float
+    challenger_interval: tuple[float, float] | None = None
+    champion_version: int | None = None
+    champion_value: float | None = None
+    champion_interval: tuple[float, float] | None = None
+    champion_scored: str | None = None
+    margin: float = 0.0
+
+    @property
+    def promoted(self) -> bool:
+        """Whether the challenger is now the champion."""
+        return self.verdict != "kept"
+
+    @property
+    def headline(self) -> str:
+        """The decision in a few words, e.g. ``champion v2 kept; v3 is the challenger``."""
+        new, old = self.challenger_version, self.champion_version
+        if self.verdict == "first":
+            return f"v{new} is the first champion"
+        if self.verdict == "kept":
+            return f"champion v{old} kept; v{new} is the challenger"
+        how = "promoted" if self.verdict == "promoted" else "promoted by --force-promote"
+        return f"v{new} {how} to champion (v{old} is now previous)"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Promotion:
+        """Rebuild from ``asdict`` output (JSON turns the intervals into lists)."""
+        data = dict(data)
+        for key in ("challenger_interval", "champion_interval"):
+            if data.get(key) is not None:
+                data[key] = tuple(data[key])
+        if data.get("verdict") not in ("first", "promoted", "forced", "kept"):
+            raise ValueError(f"promotion verdict {data.get('verdict')!r} is unknown")
+        return cls(**data)
+
+
 @dataclass
 class TuneSummary:
     """Everything a person wants to know after a search (JSON round-trippable)."""
@@ -127,6 +191,7 @@ class TuneSummary:
     mlflow_parent_run_id: str | None = None
     mlflow_run_url: str | None = None  # set when the tracking server has a web UI
     registered_model: str | None = None  # "name" and version, e.g. "face_vgg16/3"
+    promotion: Promotion | None = None  # the gate's decision, when a model was registered
     kind: str | None = None
     restarts: int = 0
     feature_cache_hit: bool | None = None
@@ -155,6 +220,8 @@ class TuneSummary:
             if best.get("interval") is not None:
                 best["interval"] = tuple(best["interval"])
             data["best"] = BestTrial(**best)
+        if data.get("promotion") is not None:  # absent from summaries written before the gate
+            data["promotion"] = Promotion.from_dict(data["promotion"])
         return cls(**data)
 
     @classmethod

@@ -7,6 +7,7 @@ Weights are ``imagenet`` (Keras' own loader: downloaded once, cached under
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +57,15 @@ def load_base(weights: str, size: int, seed: int) -> Any:
     return base
 
 
-def extract_features(base: Any, images: np.ndarray, batch_size: int = 32, progress: bool = True) -> np.ndarray:
-    """Global-average-pooled base output for ``images`` (uint8 RGB), with a progress bar.
+def feature_extractor(base: Any, batch_size: int = 32) -> Callable[..., np.ndarray]:
+    """A function from images (uint8 RGB) to the base's global-average-pooled output.
 
     The input goes through ``keras.applications.vgg16.preprocess_input`` (RGB to BGR, minus
-    the ImageNet channel means), the convention of both weight sets used here.
+    the ImageNet channel means), the convention of both weight sets used here. Made once and
+    called per shard, so the traced graph is reused across shards.
     """
     import keras
     import tensorflow as tf
-    from tqdm import tqdm
 
     preprocess = keras.applications.vgg16.preprocess_input
 
@@ -72,11 +73,22 @@ def extract_features(base: Any, images: np.ndarray, batch_size: int = 32, progre
     def pooled(batch: Any) -> Any:
         return tf.reduce_mean(base(batch, training=False), axis=(1, 2))
 
-    chunks = []
+    def extract(images: np.ndarray, on_batch: Callable[[int], object] = lambda n: None) -> np.ndarray:
+        chunks = []
+        for begin in range(0, len(images), batch_size):
+            batch = preprocess(images[begin : begin + batch_size].astype(np.float32))
+            chunks.append(pooled(tf.constant(batch)).numpy())
+            on_batch(len(batch))
+        return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros((0, 512), np.float32)
+
+    return extract
+
+
+def extract_features(base: Any, images: np.ndarray, batch_size: int = 32, progress: bool = True) -> np.ndarray:
+    """Global-average-pooled base output for ``images`` (uint8 RGB), with a progress bar."""
+    from tqdm import tqdm
+
     bar = tqdm(total=len(images), desc="VGG16 features", unit="img", disable=not progress, leave=False)
-    for begin in range(0, len(images), batch_size):
-        batch = preprocess(images[begin : begin + batch_size].astype(np.float32))
-        chunks.append(pooled(tf.constant(batch)).numpy())
-        bar.update(len(batch))
+    features = feature_extractor(base, batch_size)(images, bar.update)
     bar.close()
-    return np.concatenate(chunks).astype(np.float32)
+    return features

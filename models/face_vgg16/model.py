@@ -1,12 +1,14 @@
 """VGG16 transfer-learning face classifier: a frozen conv base, a searched dense head.
 
 ``prepare`` loads the faces, splits them per person and computes the base's pooled features
-once (content-addressed cache); every trial then trains only the head on those vectors.
+once (content-addressed cache, extracted in resumable shards); every trial then trains only
+the head on those vectors. ``prepare_features`` does the extraction alone (``mlops features``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,8 +26,8 @@ from pipeline.sdk import (
 )
 from pipeline.sdk.keras import dense_classifier, evaluate_classifier, train_new_classifier
 
-from .backbone import extract_features, load_base, weights_identity
-from .faces import load_faces, split
+from .backbone import feature_extractor, load_base, weights_identity
+from .faces import Faces, load_faces, split
 
 PREPROCESSING = "keras.applications.vgg16.preprocess_input+global_average_pool"
 _DEFAULTS = {
@@ -48,6 +50,7 @@ class FaceData:
     labels: dict[str, np.ndarray]
     names: list[str]
     images_example: np.ndarray
+    test_images: np.ndarray  # RGB uint8: what a registered full model is scored on (the promotion gate)
     weights: str
     size: int
     seed: int
@@ -57,10 +60,44 @@ class FaceData:
 def prepare(ctx: StudyContext) -> FaceData:
     """Load, split and featurise the faces (features from the cache when they are there)."""
     options = ctx.data
-    size = int(options.get("input_size", 64))
-    weights = str(ctx.params.get("weights", "imagenet"))
     faces = load_faces(options)
     parts = split(faces, *split_fractions(options, ctx.manifest.path), ctx.seed)
+    features = _features(ctx, faces)
+    ctx.facts.update(
+        {
+            "n_train": len(parts["train"]),
+            "n_val": len(parts["val"]),
+            "n_test": len(parts["test"]),
+        }
+    )
+    weights = str(ctx.params.get("weights", "imagenet"))
+    size = int(options.get("input_size", 64))
+    return FaceData(
+        features={name: features[index] for name, index in parts.items()},
+        labels={name: faces.labels[index] for name, index in parts.items()},
+        names=faces.names,
+        images_example=faces.images[parts["test"][:2]],
+        test_images=faces.images[parts["test"]],
+        weights=weights,
+        size=size,
+        seed=ctx.seed,
+        patience=ctx.params.get("patience", 10),
+    )
+
+
+def prepare_features(ctx: StudyContext) -> None:
+    """Fill the feature cache for these data, weights and input size (``mlops features``), no search.
+
+    A new backbone or weights file is a new cache key: the old entry stays untouched, and a
+    search run after this one reads the new entry instead of extracting.
+    """
+    _features(ctx, load_faces(ctx.data))
+
+
+def _features(ctx: StudyContext, faces: Faces) -> np.ndarray:
+    """The base's pooled features of every face: from the cache, or extracted in resumable shards."""
+    size = int(ctx.data.get("input_size", 64))
+    weights = str(ctx.params.get("weights", "imagenet"))
     data_id = fingerprint(faces.images, faces.labels)
     key = {
         "data": data_id,
@@ -69,43 +106,35 @@ def prepare(ctx: StudyContext) -> FaceData:
         "input_size": size,
         "preprocessing": PREPROCESSING,
     }
+    extractor: list[Callable[..., np.ndarray]] = []  # made on the first shard: a cache hit never loads VGG16
 
-    def compute() -> dict[str, np.ndarray]:
-        started = time.perf_counter()
-        base = load_base(weights, size, ctx.seed)
-        features = extract_features(base, faces.images)
-        ctx.log(f"features: {len(features)} images through VGG16 in {time.perf_counter() - started:.1f}s")
-        return {"features": features}
+    def compute_shard(start: int, stop: int) -> dict[str, np.ndarray]:
+        if not extractor:
+            extractor.append(feature_extractor(load_base(weights, size, ctx.seed)))
+        return {"features": extractor[0](faces.images[start:stop])}
 
+    started = time.perf_counter()
     # One 512-wide vector (VGG16's last block, pooled) per image: an entry that differs is recomputed.
     expect = {"features": (len(faces.labels), 512)}
-    arrays, hit = FeatureCache(ctx.cache_dir, log=ctx.log).get_or_compute(key, compute, expect)
-    if hit:
-        ctx.log(f"features: reused from the cache ({FeatureCache(ctx.cache_dir).path(FeatureCache.key(key))})")
+    cache = FeatureCache(ctx.cache_dir, log=ctx.log)
+    result = cache.get_or_compute_sharded(key, len(faces.labels), compute_shard, expect, ctx.feature_shard_size)
+    if result.hit:
+        ctx.log(f"features: reused from the cache ({result.path})")
+    elif result.images:
+        ctx.log(f"features: {result.images} images through VGG16 in {time.perf_counter() - started:.1f}s")
+    else:
+        ctx.log(f"features: extracted by other workers ({result.path})")
     ctx.facts.update(
         {
             "data_fingerprint": data_id,
-            "feature_cache_hit": hit,
+            "feature_cache_hit": result.hit,
             "n_images": len(faces.labels),
             "n_classes": len(faces.names),
             "skipped_images": faces.skipped,
             "duplicate_images": faces.duplicates,
-            "n_train": len(parts["train"]),
-            "n_val": len(parts["val"]),
-            "n_test": len(parts["test"]),
         }
     )
-    features = arrays["features"]
-    return FaceData(
-        features={name: features[index] for name, index in parts.items()},
-        labels={name: faces.labels[index] for name, index in parts.items()},
-        names=faces.names,
-        images_example=faces.images[parts["test"][:2]],
-        weights=weights,
-        size=size,
-        seed=ctx.seed,
-        patience=ctx.params.get("patience", 10),
-    )
+    return result.arrays["features"]
 
 
 def build_head(data: FaceData, params: dict[str, Any]) -> Any:
@@ -125,8 +154,23 @@ def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainR
 
 
 def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
-    """Accuracy of the chosen head on the held-out test split (touched once, at the end)."""
-    return evaluate_classifier(result.model, data.features["test"], data.labels["test"], data.names)
+    """Accuracy on the held-out test split (touched once, at the end).
+
+    ``result.model`` is a trained head (it takes the cached features) or a registered full
+    model (it takes images: the promotion gate re-scores the champion on a new test split).
+
+    Raises:
+        ValueError: a full model whose classes are not these data's people (it cannot be scored here).
+    """
+    model, features = result.model, data.features["test"]
+    if tuple(model.input_shape[1:]) == features.shape[1:]:
+        return evaluate_classifier(model, features, data.labels["test"], data.names)
+    import keras
+
+    if model.output_shape[-1] != len(data.names):
+        raise ValueError(f"the model names {model.output_shape[-1]} people, these data {len(data.names)}")
+    images = keras.applications.vgg16.preprocess_input(data.test_images.astype(np.float32))
+    return evaluate_classifier(model, images, data.labels["test"], data.names)
 
 
 def export(data: FaceData, result: TrainResult) -> ExportedModel:

@@ -54,6 +54,13 @@ def register(app: typer.Typer) -> None:
             ),
         ] = NotifyMode.now,
         no_notify: Annotated[bool, typer.Option("--no-notify", help="The same as --notify off.")] = False,
+        force_promote: Annotated[
+            bool,
+            typer.Option(
+                "--force-promote",
+                help="Make each new model champion without comparing it (passed to each `mlops tune`).",
+            ),
+        ] = False,
     ) -> None:
         """Run every stage for a push; extra flags (--max-trials 5, --weights PATH) go to each `mlops tune`.
 
@@ -66,7 +73,7 @@ def register(app: typer.Typer) -> None:
             before=before,
             after=after,
             runner=runner,
-            tune_args=list(ctx.args),
+            tune_args=[*ctx.args, *(["--force-promote"] if force_promote else [])],
             runs_dir=runs_dir,
             summary_path=summary,
             max_restarts=max_restarts,

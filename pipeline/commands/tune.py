@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from pipeline.commands.edge import environment
+from pipeline.commands.edge import environment, model_settings
 from pipeline.errors import ExitCode
 
 
@@ -63,15 +63,24 @@ def register(app: typer.Typer) -> None:
             list[str] | None,
             typer.Option("--set", help="Override a model.yaml option: data.source=lfw, data.input_size=96."),
         ] = None,
+        promote_margin: Annotated[
+            float | None,
+            typer.Option(
+                help="How much better on the test split (goal metric units) the new model must be "
+                "to replace the champion; default 0 (strictly better)."
+            ),
+        ] = None,
+        force_promote: Annotated[
+            bool | None,
+            typer.Option(
+                "--force-promote",
+                help="Make the new model champion without comparing it (the old one stays as previous).",
+            ),
+        ] = None,
     ) -> None:
         """Search MODEL_DIR's hyperparameters with Optuna until the goal is met; exit 0 if met, 3 if not."""
-        from pipeline.config.manifest import load_manifest
         from pipeline.config.preflight import check_run
-        from pipeline.config.settings import find_repo_config, read_repo_config, resolve_settings
 
-        env = environment(ctx)
-        manifest = load_manifest(model_dir)
-        config_path = find_repo_config(model_dir, env.config_path)
         flags: dict[str, Any] = {
             "goal": goal,
             "goal_confidence": goal_confidence,
@@ -87,10 +96,10 @@ def register(app: typer.Typer) -> None:
             "cache_dir": cache_dir,
             "register": register_model,
             "overrides": set_ or None,
+            "promote_margin": promote_margin,
+            "force_promote": force_promote,
         }
-        settings = resolve_settings(
-            manifest.tune, read_repo_config(config_path), flags, config_path, environ=env, manifest_path=manifest.path
-        )
+        manifest, settings = model_settings(environment(ctx), model_dir, flags)
         check_run(manifest, settings)  # bad input fails here, before TensorFlow, MLflow or the data load
 
         from pipeline.tune.search import tune

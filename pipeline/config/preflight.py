@@ -23,5 +23,10 @@ def check_run(manifest: ModelManifest, settings: TuneSettings) -> None:
         problem = manifest.goal.problem(settings.goal)
         if problem:
             raise MlopsError(f"setting goal={settings.goal:g} (from {settings.source('goal')}): {problem}")
+    if manifest.goal.kind == "fraction" and settings.promote_margin >= 1.0:
+        raise MlopsError(
+            f"setting promote_margin={settings.promote_margin:g} (from {settings.source('promote_margin')}): "
+            f"{manifest.goal.metric} is a fraction, so no model can beat the champion by that; e.g. 0.01"
+        )
     apply_overrides(manifest, settings)
     check_folders(settings)

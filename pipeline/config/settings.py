@@ -30,7 +30,7 @@ import yaml
 from pipeline.config.environment import CI_COMMIT_NAMES, MLFLOW_TRACKING_URI, Environment
 from pipeline.config.yaml_file import load_yaml
 from pipeline.errors import MlopsError
-from pipeline.sdk.feature_cache import default_dir
+from pipeline.sdk.feature_cache import DEFAULT_SHARD_SIZE, default_dir
 
 REPO_CONFIG = "mlops.yaml"
 PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
@@ -55,9 +55,14 @@ class TuneSettings:
     cache_dir: Path = field(default_factory=default_dir)  # resolve_settings: under $XDG_CACHE_HOME
     weights: str | None = None  # overrides params.weights
     register: bool = True  # register the best model when the goal is met
+    # The promotion gate (pipeline/tracking/promotion.py): how much better on the test split
+    # (goal metric units) a new model must be to replace the champion; or skip the comparison.
+    promote_margin: float = 0.0
+    force_promote: bool = False
     max_retry: int = 3  # retries of a trial whose process died
     heartbeat_interval: int = 2
     grace_period: int = 10
+    feature_shard_size: int = DEFAULT_SHARD_SIZE  # images per shard of a resumable feature extraction
     overrides: list[str] = field(default_factory=list)  # "data.source=lfw"
     # Set by the supervisor (MLOPS_RESTARTS, MLOPS_RESTART_REASON) when it restarts a dead tune.
     restarts: int = 0
@@ -210,6 +215,8 @@ _RANGES: dict[str, tuple[float, bool, str]] = {
     "max_retry": (0.0, True, "must be 0 or more"),
     "heartbeat_interval": (1.0, True, "must be at least 1 second"),
     "grace_period": (1.0, True, "must be at least 1 second"),
+    "promote_margin": (0.0, True, "must be 0 or more (how much better a new model must be to become champion)"),
+    "feature_shard_size": (1.0, True, "must be at least 1 image"),
 }
 
 

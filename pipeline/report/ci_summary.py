@@ -88,6 +88,28 @@ def _row(summary: TuneSummary) -> str:
     return "| " + " | ".join(cells) + " |"
 
 
+def _promotion(summary: TuneSummary) -> list[str]:
+    """The promotion gate's verdict, both test scores with their intervals, and why (escaped)."""
+    decision = summary.promotion
+    if decision is None:
+        return []
+    esc = fmt.escape_markdown
+    lines = [f"Promotion: **{esc(decision.headline)}**", ""]
+    lines += [f"| Role | Version | {esc(decision.metric)} | 95% CI | Scored |", "| --- | --- | --- | --- | --- |"]
+    rows: list[tuple[str, int, float | None, tuple[float, float] | None, str]] = [
+        ("challenger", decision.challenger_version, decision.challenger_value, decision.challenger_interval, "")
+    ]
+    if decision.champion_version is not None:
+        scored = "could not be scored" if decision.champion_value is None else (decision.champion_scored or "")
+        rows.append(
+            ("champion", decision.champion_version, decision.champion_value, decision.champion_interval, scored)
+        )
+    for role, version, value, interval, how in rows:
+        cells = [role, version, fmt.format_value(value), fmt.format_interval(interval) or "–", how or "now"]
+        lines.append("| " + " | ".join(esc(cell) for cell in cells) + " |")
+    return [*lines, "", f"Why: {esc(decision.reason)}", ""]
+
+
 def render_markdown(
     summaries: Sequence[TuneSummary],
     extra: Sequence[Mapping[str, Any]] | None = None,
@@ -138,6 +160,7 @@ def render_markdown(
             lines += [f"Restarted {fmt.escape_markdown(summary.restarts)} time(s) after a crash.", ""]
         if summary.registered_model:
             lines += [f"Registered model: {fmt.escape_markdown(summary.registered_model)}", ""]
+        lines += _promotion(summary)
         params = summary.best.params if summary.best else {}
         if params:
             lines += ["| Parameter | Best value |", "| --- | --- |"]

@@ -1,18 +1,21 @@
 """The model contract: what a ``models/<name>/`` plug-in exposes and what it is handed.
 
 A model's entry file (``model.py`` unless ``model.yaml`` says otherwise) defines three
-functions, and optionally a fourth::
+functions, and optionally two more::
 
     def prepare(ctx: StudyContext) -> Data: ...            # once per study
     def train(data, params, trial: TrialContext) -> TrainResult: ...
     def evaluate(data, result: TrainResult) -> Evaluation: ...   # the test split, once
     def export(data, result: TrainResult) -> ExportedModel: ...  # optional
+    def prepare_features(ctx: StudyContext) -> None: ...         # optional: ``mlops features``
 
 ``prepare`` loads and splits the data and does every expensive step that does not depend
 on a trial's parameters. ``train`` builds and fits one candidate, calling
 ``trial.report(epoch, metrics)`` after every epoch (it raises ``optuna.TrialPruned`` for a
 hopeless trial) and keeping resumable state in ``trial.checkpoint_dir``. Adding a model
-touches no pipeline code.
+touches no pipeline code. ``prepare_features`` fills the feature cache ahead of a search
+(``mlops features``, e.g. for a new backbone) with what ``prepare`` would compute; a model
+without cached features leaves it out.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any, Literal, Protocol
 
 from pipeline.config.manifest import ModelManifest, load_manifest
 from pipeline.errors import MlopsError
+from pipeline.sdk.feature_cache import DEFAULT_SHARD_SIZE
 from pipeline.summary import Direction
 
 Flavor = Literal["keras", "sklearn"]  # the MLflow flavour a model is logged with
@@ -49,6 +53,8 @@ class StudyContext:
         seed: the study's seed; splits and initialisations derive from it.
         cache_dir: root of the content-addressed feature cache.
         log: prints one progress line for the user.
+        feature_shard_size: images per shard of a sharded feature extraction (setting
+            ``feature_shard_size``).
     """
 
     manifest: ModelManifest
@@ -58,6 +64,7 @@ class StudyContext:
     cache_dir: Path
     log: Callable[[str], None] = print
     facts: dict[str, Any] = field(default_factory=dict)  # what prepare learned, logged to MLflow
+    feature_shard_size: int = DEFAULT_SHARD_SIZE
 
 
 @dataclass
@@ -178,6 +185,14 @@ class ModelPlugin:
         """Run the model's ``evaluate``."""
         return self.module.evaluate(data, result)
 
+    def prepare_features(self, ctx: StudyContext) -> bool:
+        """Run the model's ``prepare_features``; False when the model defines none (nothing to do)."""
+        hook = getattr(self.module, "prepare_features", None)
+        if not callable(hook):
+            return False
+        hook(ctx)
+        return True
+
     def export(self, data: Any, result: TrainResult) -> ExportedModel:
         """Run the model's ``export``, or log the fitted object itself by its type."""
         if hasattr(self.module, "export"):
@@ -197,7 +212,8 @@ def load_plugin(model_dir: Path) -> ModelPlugin:
 
     Raises:
         MlopsError: naming the file when the manifest is bad, the entry file is missing,
-            or it lacks one of ``prepare``, ``train``, ``evaluate``.
+            its code does not parse or imports what is not installed, or it lacks one of
+            ``prepare``, ``train``, ``evaluate``.
     """
     manifest = load_manifest(Path(model_dir))
     folder = manifest.folder.resolve()
@@ -213,11 +229,26 @@ def load_plugin(model_dir: Path) -> ModelPlugin:
         raise MlopsError(f"{entry}: cannot be imported as Python")
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except (SyntaxError, ImportError) as error:
+        # The pushed code itself is wrong: the same on every try, so a bad input (exit 2,
+        # never restarted), not a crash.
+        sys.modules.pop(module_name, None)
+        raise MlopsError(_import_problem(entry, error)) from error
     missing = [name for name in _REQUIRED if not callable(getattr(module, name, None))]
     if missing:
         raise MlopsError(f"{entry}: defines no {missing[0]}(); a model exposes prepare, train and evaluate")
     return ModelPlugin(manifest=manifest, module=module)
+
+
+def _import_problem(entry: Path, error: SyntaxError | ImportError) -> str:
+    """One line: where the model's code cannot be imported, and why."""
+    if isinstance(error, SyntaxError):
+        where = f"{error.filename or entry}:{error.lineno}" if error.lineno else str(entry)
+        return f"{where}: {type(error).__name__}: {error.msg}; fix the model's code and push again"
+    missing = f" (add {error.name} to the model's requirements)" if isinstance(error, ModuleNotFoundError) else ""
+    return f"{entry}: cannot be imported: {type(error).__name__}: {error}{missing}"
 
 
 def _ensure_package(name: str, folder: Path | None) -> None:

@@ -165,7 +165,10 @@ class Tracker:
         return str(info.model_uri)
 
     def register(self, model_uri: str, run_id: str, name: str, tags: Mapping[str, str]) -> str:
-        """Register a logged model (unless a version from ``run_id`` exists) and alias it ``champion``.
+        """Register a logged model, unless a version from ``run_id`` exists; no alias moves here.
+
+        Which alias it gets (``champion`` or ``challenger``) is the promotion gate's decision
+        (``pipeline.tracking.promotion.gate``).
 
         Returns:
             ``"<name>/<version>"``.
@@ -176,7 +179,6 @@ class Tracker:
         if done:  # registered by an earlier run of this study
             return f"{name}/{max(int(v.version) for v in done)}"
         version = mlflow.register_model(model_uri, name, tags=dict(tags))
-        self.client.set_registered_model_alias(name, "champion", version.version)
         return f"{name}/{version.version}"
 
     def run_url(self, run_id: str) -> str | None:

@@ -21,5 +21,6 @@ RETRY_HISTORY_ATTR = "retry_history"  # every trial of the chain before this one
 # The study's user attributes.
 PARENT_ATTR = "mlflow_parent_run_id"  # the search's one MLflow parent run
 RESTARTS_ATTR = "restarts"  # how often a supervisor restarted the search
+SEARCH_ATTR = "search"  # {"model", "goal", "max_trials"} of the latest run: what `mlops status --study` judges by
 # On a marker study (``study.run_once``): who does the work, then its result.
 RESULT_ATTR = "result"

@@ -1,21 +1,25 @@
-"""After the search: score the best trial on the test split, draw, log, register, summarise.
+"""After the search: score the best trial on the test split, draw, log, register, promote, summarise.
 
 Every worker of a study gets here and writes its own summary, but the best trial's model is
-logged once and registered once (``run_once``): two workers finishing together would
-otherwise register it twice.
+logged once, registered once and put through the promotion gate once (``run_once``): two
+workers finishing together would otherwise register it twice.
 """
 
 from __future__ import annotations
 
+import math
 import shutil
+from dataclasses import asdict
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from pipeline import faults
-from pipeline.sdk.contract import TrainResult, TrialContext
-from pipeline.summary import BestTrial, GoalSpec, TuneSummary
-from pipeline.tracking import plots
+from pipeline.config.settings import apply_overrides
+from pipeline.sdk.contract import Evaluation, TrainResult, TrialContext
+from pipeline.summary import BestTrial, GoalSpec, Promotion, TuneSummary
+from pipeline.tracking import plots, promotion
 from pipeline.tracking.tracker import Tracker
 from pipeline.tune.attributes import INTERVAL_ATTR, RESTARTS_ATTR, RUN_ID_ATTR
 from pipeline.tune.objective import Objective
@@ -140,7 +144,61 @@ def finish_study(study: optuna.Study, run: SearchRun, objective: Objective) -> T
                 return tracker.register(model_uri, run_id, plugin.manifest.name, tags)
 
             summary.registered_model = run_once(study, f"registered-{trial.number}", register)
+            summary.promotion = _promote(study, run, summary.registered_model, evaluation, trial.number)
     return summary
+
+
+def _promote(study: optuna.Study, run: SearchRun, registered: str, evaluation: Evaluation, number: int) -> Promotion:
+    """Put the registered version through the promotion gate (once per study); log the comparison."""
+    name, _, version = registered.rpartition("/")
+    goal, settings = run.goal, run.settings
+    data_options, _ = apply_overrides(run.plugin.manifest, settings)
+    fingerprint = promotion.test_split_fingerprint(run.tags.get("data_fingerprint"), data_options, run.seed)
+
+    def rescore(model_uri: str) -> tuple[float, int]:
+        scored = run.plugin.evaluate(run.data, TrainResult(math.nan, promotion.load_model(model_uri)))
+        return scored.value, scored.n
+
+    def decide() -> dict[str, Any]:
+        decision = promotion.gate(
+            run.tracker.client,
+            name,
+            int(version),
+            promotion.score(goal, evaluation.value, evaluation.n),
+            goal,
+            fingerprint=fingerprint,
+            margin=settings.promote_margin,
+            rescore=rescore,
+            force=settings.force_promote,
+        )
+        _log_promotion(run.tracker, run.parent_id, decision)
+        return asdict(decision)
+
+    # A forced rerun of a study whose challenger was kept decides again; any other rerun reuses.
+    key = f"promoted-{number}" + ("-forced" if settings.force_promote else "")
+    decision = Promotion.from_dict(run_once(study, key, decide))
+    run.log(f"promotion: {decision.headline}: {decision.reason}")
+    return decision
+
+
+def _log_promotion(tracker: Tracker, run_id: str, decision: Promotion) -> None:
+    """The comparison in the search's parent run: both scores, their intervals, the verdict."""
+    metrics = {f"promotion.challenger_{decision.metric}": decision.challenger_value}
+    if decision.champion_value is not None:
+        metrics[f"promotion.champion_{decision.metric}"] = decision.champion_value
+    tags = {
+        "promotion.verdict": decision.verdict,
+        "promotion.reason": decision.reason,
+        "promotion.challenger_version": decision.challenger_version,
+        "promotion.margin": decision.margin,
+    }
+    if decision.champion_version is not None:
+        tags["promotion.champion_version"] = decision.champion_version
+        tags["promotion.champion_scored"] = decision.champion_scored or ""
+    for role, interval in (("challenger", decision.challenger_interval), ("champion", decision.champion_interval)):
+        if interval is not None:
+            tags[f"promotion.{role}_interval"] = f"[{interval[0]:.4f}, {interval[1]:.4f}]"
+    tracker.log(run_id, metrics=metrics, tags=tags)
 
 
 def _log_plots(tracker: Tracker, run_id: str, paths: dict[str, str]) -> None:

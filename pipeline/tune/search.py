@@ -3,7 +3,8 @@
 One call prepares the data once, opens (or resumes) the study and its MLflow parent run,
 runs trials until a trial reaches the goal (``study.stop()``), the trial budget or the
 timeout, then scores the best trial once on the test split, logs plots and the model, and
-registers it (alias ``champion``) when the goal was met. Ctrl-C or SIGTERM ends it cleanly:
+registers it when the goal was met (alias ``champion`` if it beats the champion there is:
+``pipeline.tracking.promotion``). Ctrl-C or SIGTERM ends it cleanly:
 the running trial keeps its checkpoint and is queued for retry, its MLflow run and the
 parent run end KILLED, and the same command continues the study.
 """
@@ -14,7 +15,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from pipeline.summary import TuneSummary
 from pipeline.tracking.tracker import Tracker
 from pipeline.tracking.versioning import git_commit
 from pipeline.tune import interrupts
-from pipeline.tune.attributes import PARENT_ATTR, RESTARTS_ATTR, RUN_ID_ATTR
+from pipeline.tune.attributes import PARENT_ATTR, RESTARTS_ATTR, RUN_ID_ATTR, SEARCH_ATTR
 from pipeline.tune.failure_streak import FailureStreak
 from pipeline.tune.interrupts import Interrupted
 from pipeline.tune.objective import Objective
@@ -129,6 +130,8 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     tracker = Tracker(settings.tracking, settings.experiment or manifest.name)  # fail fast, before the data
     study, storage = open_study(name, goal.direction, settings)
     progress.study, progress.storage, progress.tracker = study, storage, tracker
+    # `mlops status --study NAME` has no model folder: it reads the goal and budget from here.
+    study.set_user_attr(SEARCH_ATTR, {"model": manifest.name, "goal": asdict(goal), "max_trials": settings.max_trials})
     log(
         f"study {name} in {settings.storage_url if settings.storage else run_dir.parent / 'optuna.db'}: "
         f"{len(finished(study))} finished trial(s) so far; goal {goal.metric} "
@@ -137,6 +140,7 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     )
 
     context = StudyContext(manifest, data_options, params, settings.seed, settings.cache_dir, log)
+    context.feature_shard_size = settings.feature_shard_size  # resumes the shards a killed extraction left
     data = plugin.prepare(context)
     commit = git_commit(manifest.folder, settings.commit)
     tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
@@ -232,6 +236,7 @@ def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[
         f"{summary.trials_failed} failed) in {summary.wall_seconds:.1f}s; MLflow logging {logging_seconds:.1f}s"
     )
     if summary.registered_model:
-        log(f"model: registered {summary.registered_model} (alias champion)")
+        alias = "challenger" if summary.promotion is not None and not summary.promotion.promoted else "champion"
+        log(f"model: registered {summary.registered_model} (alias {alias})")
     log(f"runs: MLflow {summary.tracking_uri}, experiment {summary.model}, parent run {summary.mlflow_parent_run_id}")
     log(f"summary: {Path(summary.run_dir) / 'summary.json'}")

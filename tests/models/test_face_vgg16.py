@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import MlopsError
-from pipeline.sdk.contract import StudyContext, TrialContext, load_plugin
+from pipeline.sdk.contract import StudyContext, TrainResult, TrialContext, load_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = load_plugin(ROOT / "models" / "face_vgg16")
@@ -97,6 +97,7 @@ def test_head_overfits_one_batch(tmp_path: Path) -> None:
         {"train": y, "val": y, "test": y},
         ["a", "b", "c", "d"],
         np.zeros((1, 32, 32, 3), np.uint8),
+        np.zeros((32, 32, 32, 3), np.uint8),
         "none",
         32,
         0,
@@ -286,3 +287,23 @@ def test_prepare_reports_skipped_and_duplicate_images(tmp_path: Path) -> None:
     ctx = StudyContext(manifest, data, {"weights": "none"}, 0, tmp_path / "cache", lambda line: None)
     model.prepare(ctx)
     assert (ctx.facts["skipped_images"], ctx.facts["duplicate_images"], ctx.facts["n_images"]) == (1, 1, 13)
+
+
+def test_a_registered_full_model_is_scored_on_the_test_images_like_its_head(tmp_path: Path) -> None:
+    """The promotion gate re-scores a champion (images in) on a new split: same answers as its head on features."""
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(24, 32, 32, 3), dtype=np.uint8)
+    features = backbone.feature_extractor(backbone.load_base("none", 32, 0))(images)
+    y = np.arange(24) % 3
+    split = {"train": features, "val": features, "test": features}
+    data = model.FaceData(split, {k: y for k in split}, ["a", "b", "c"], images[:2], images, "none", 32, 0, None)
+    params = {**model._DEFAULTS, "epochs": 5}
+    result = model.train(data, params, TrialContext(0, 0, lambda e, m: None, tmp_path))
+    full = model.export(data, result).model
+    on_features = model.evaluate(data, result)
+    on_images = model.evaluate(data, TrainResult(float("nan"), full))
+    assert on_images.n == 24
+    assert np.array_equal(on_images.y_pred, on_features.y_pred)
+    other = model.FaceData(split, {k: y for k in split}, ["a", "b"], images[:2], images, "none", 32, 0, None)
+    with pytest.raises(ValueError, match="names 3 people, these data 2"):
+        model.evaluate(other, TrainResult(float("nan"), full))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 
 from pipeline.errors import MlopsError
-from pipeline.summary import GoalSpec, TuneSummary
+from pipeline.summary import GoalSpec, Promotion, TuneSummary
 
 
 def test_better_follows_the_direction() -> None:
@@ -55,3 +57,22 @@ def test_a_written_summary_reads_back_equal(tmp_path: Path) -> None:
     summary.write(tmp_path / "runs" / "summary.json")
     assert TuneSummary.read(tmp_path / "runs" / "summary.json") == summary
     assert [p.name for p in (tmp_path / "runs").iterdir()] == ["summary.json"]  # no temporary file left
+
+
+def test_the_promotion_round_trips_and_an_older_summary_without_it_still_reads(tmp_path: Path) -> None:
+    decision = Promotion("kept", "not better", "test_accuracy", 2, 0.9, (0.85, 0.94), 1, 0.92, (0.87, 0.95), "recorded")
+    summary = TuneSummary(model="m", goal=GoalSpec(), goal_met=True, best=None, promotion=decision)
+    summary.write(tmp_path / "summary.json")
+    back = TuneSummary.read(tmp_path / "summary.json")
+    assert back == summary and back.promotion is not None and back.promotion.champion_interval == (0.87, 0.95)
+    assert back.promotion.headline == "champion v1 kept; v2 is the challenger" and not back.promotion.promoted
+
+    older = json.loads(summary.to_json())
+    del older["promotion"]  # written before the promotion gate existed
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert TuneSummary.read(tmp_path / "older.json").promotion is None
+
+    older["promotion"] = {**asdict(decision), "verdict": "crowned"}
+    (tmp_path / "bad.json").write_text(json.dumps(older))
+    with pytest.raises(MlopsError, match="promotion verdict 'crowned' is unknown"):
+        TuneSummary.read(tmp_path / "bad.json")

@@ -98,8 +98,35 @@ def _context(event: str, model: str, summary: TuneSummary | None, error: str | N
         "mlflow_label": label,
         "registered_model": summary.registered_model,
         "study": summary.study_name,
+        "promotion": _promotion(summary),
     }
     return ctx
+
+
+def _promotion(summary: TuneSummary) -> dict[str, Any] | None:
+    """The promotion gate's verdict and both test scores, formatted; ``None`` when nothing was registered."""
+    decision = summary.promotion
+    if decision is None:
+        return None
+
+    def scored(value: float | None, interval: tuple[float, float] | None) -> str:
+        text = fmt.format_value(value) if value is not None else "could not be scored"
+        return f"{text} (95% Wilson {fmt.format_interval(interval)})" if interval else text
+
+    champion = None
+    if decision.champion_version is not None:
+        how = {"recorded": "its recorded score, same test split", "rescored": "scored now on this test split"}
+        note = how.get(decision.champion_scored or "", decision.champion_scored or "")
+        champion = f"{scored(decision.champion_value, decision.champion_interval)}, v{decision.champion_version}"
+        champion += f" ({note})" if note else ""
+    return {
+        "headline": decision.headline,
+        "metric": decision.metric,
+        "challenger": f"{scored(decision.challenger_value, decision.challenger_interval)}, "
+        f"v{decision.challenger_version}",
+        "champion": champion,
+        "reason": decision.reason,
+    }
 
 
 def _plot_files(summary: TuneSummary | None) -> list[tuple[str, Path]]:

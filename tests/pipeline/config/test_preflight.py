@@ -91,6 +91,13 @@ def tune_fails(
         (["--set", "params.patience=soon"], {}, "--set: params.patience='soon' must be a whole number (int)"),
         (["--set", "data.scaling=log"], {}, "--set: data.scaling='log' is unknown; use one of standard, minmax, none"),
         (["--set", "data.val_fraction=1.5"], {}, "--set: data.val_fraction=1.5 must be < 1"),
+        (["--promote-margin", "-0.1"], {}, "setting promote_margin=-0.1 (from --promote-margin) must be 0 or more"),
+        (
+            ["--promote-margin", "1"],
+            {},
+            "setting promote_margin=1 (from --promote-margin): val_accuracy is a fraction, so no model can beat",
+        ),
+        ([], {"MLOPS_PROMOTE_MARGIN": "a bit"}, "setting 'promote_margin' = 'a bit' is not a valid float"),
     ],
 )
 def test_bad_setting_is_refused_before_any_work(

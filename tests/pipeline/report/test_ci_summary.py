@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from pipeline.report.ci_summary import MARKER, publish_github, render_markdown, write_summary
-from pipeline.summary import BestTrial, GoalSpec, TuneSummary
+from pipeline.summary import BestTrial, GoalSpec, Promotion, TuneSummary
 
 TOKEN = "ghs_faketoken123"
 
@@ -291,3 +291,14 @@ def test_pr_comment_and_job_summary_carry_only_the_escaped_text(
     assert publish_github(markdown, env={**env, "GITHUB_STEP_SUMMARY": str(step)}).comment == "created"
     for text in (fake.comments[-1]["body"], step.read_text()):
         assert PAYLOAD not in text and f"- ❌ {ESCAPED}: {ESCAPED}" in text
+
+
+def test_the_promotion_verdict_both_scores_and_the_reason_are_shown_escaped(tmp_path: Path) -> None:
+    decision = Promotion("kept", PAYLOAD, "test_accuracy", 3, 0.91, (0.88, 0.94), 2, 0.93, (0.9, 0.95), "rescored")
+    markdown = render_markdown([make_summary(tmp_path, promotion=decision)])
+    lines = markdown.splitlines()
+    assert "Promotion: **champion v2 kept; v3 is the challenger**" in lines
+    assert "| challenger | 3 | 0.91 | \\[0.88, 0.94\\] | now |" in lines
+    assert "| champion | 2 | 0.93 | \\[0.90, 0.95\\] | rescored |" in lines
+    assert f"Why: {ESCAPED}" in lines and PAYLOAD not in markdown
+    assert "Promotion:" not in render_markdown([make_summary(tmp_path)])  # nothing registered, nothing to show

@@ -762,3 +762,24 @@ def test_mlops_notify_refuses_a_cleartext_login_unless_allowed(tmp_path: Path, s
     allowed = mlops_notify(tmp_path, smtp_env(controller.port, MLOPS_SMTP_ALLOW_PLAINTEXT_LOGIN="1", **login))
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr
     assert handler.authenticated == [True]
+
+
+def test_the_mail_shows_the_promotion_verdict_both_scores_and_the_reason(tmp_path: Path) -> None:
+    from pipeline.report.notify.message import build_message
+    from pipeline.summary import Promotion
+
+    reason = "test_accuracy: challenger 0.91 vs champion 0.93 <b>not</b> better"
+    decision = Promotion("kept", reason, "test_accuracy", 3, 0.91, (0.88, 0.94), 2, 0.93, None, "recorded")
+    msg = build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path, promotion=decision))
+    text, html = bodies(msg)
+    assert "Promotion:        champion v2 kept; v3 is the challenger" in text
+    assert "  challenger test_accuracy: 0.91 (95% Wilson [0.88, 0.94]), v3" in text
+    assert "  champion test_accuracy:   0.93, v2 (its recorded score, same test split)" in text
+    assert f"  why: {reason}" in text
+    assert "<td>champion v2 kept; v3 is the challenger</td>" in html
+    assert "&lt;b&gt;not&lt;/b&gt; better" in html and "<b>not</b>" not in html
+    unscored = Promotion("kept", "r", "test_accuracy", 3, 0.91, None, 2, None, None, "unscored")
+    text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path, promotion=unscored)))
+    assert "  champion test_accuracy:   could not be scored, v2 (unscored)" in text
+    text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path)))
+    assert "Promotion:" not in text  # no registration, no gate

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +89,21 @@ def test_an_entry_whose_arrays_differ_from_its_note_is_recomputed(tmp_path: Path
     path.with_suffix(".json").write_text(json.dumps(note))
     assert cache.get_or_compute(parts, lambda: {"features": np.ones((4, 3), np.float32)})[1] is False
     assert len(lines) == 1 and "differ from its note" in lines[0]
+
+
+def test_an_entry_s_bytes_depend_only_on_its_arrays(tmp_path: Path) -> None:
+    """Name order, no clock: a resumed extraction publishes the bytes of an uninterrupted one."""
+    parts = {"data": "abc"}
+    x, y = np.arange(6, dtype=np.float32).reshape(3, 2), np.arange(3)
+    first, second = FeatureCache(tmp_path / "a"), FeatureCache(tmp_path / "b")
+    first.get_or_compute(parts, lambda: {"y": y, "x": x})
+    second.get_or_compute(parts, lambda: {"x": x, "y": y})
+    path = first.path(first.key(parts))
+    with zipfile.ZipFile(path) as archive:  # np.savez keeps the caller's order: y first in `first`
+        assert [(i.filename, i.date_time) for i in archive.infolist()] == [
+            ("x.npy", (1980, 1, 1, 0, 0, 0)),
+            ("y.npy", (1980, 1, 1, 0, 0, 0)),
+        ]
+    assert path.read_bytes() == second.path(second.key(parts)).read_bytes()
+    with np.load(path) as npz:
+        np.testing.assert_array_equal(npz["x"], x)
