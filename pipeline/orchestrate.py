@@ -178,7 +178,8 @@ def _one_model(
         result = supervisor.run(args, _tune_env(options.repo, options.environment), options.repo)
         summary_file = run_dir / "summary.json"
         if result.exit_code not in (ExitCode.OK, ExitCode.GOAL_NOT_MET) or not summary_file.exists():
-            raise MlopsError(f"tune {describe_exit(result.exit_code)} after {result.restarts} restart(s)")
+            said = f": {runner.last_failure}" if runner.last_failure else ""
+            raise MlopsError(f"tune {describe_exit(result.exit_code)} after {result.restarts} restart(s){said}")
         outcome.summary = TuneSummary.read(summary_file)
         outcome.summary.kind = classification.kind
         outcome.stage = None

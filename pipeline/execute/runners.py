@@ -18,6 +18,7 @@ Example::
 from __future__ import annotations
 
 import codecs
+import collections
 import io
 import subprocess
 import sys
@@ -41,6 +42,7 @@ class Runner(Protocol):
     """Runs ``mlops <args>`` somewhere and returns its exit code."""
 
     name: str
+    last_failure: str | None  # the last run's own error line (or a traceback's last line), if any
 
     def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
         """Run ``mlops <args>`` in ``workdir`` with ``env`` added; stream its output."""
@@ -87,6 +89,7 @@ class LocalRunner:
         self.entrypoint = entrypoint or [sys.executable, "-c", _MLOPS_MAIN]
         self.host_env = Environment(host_env)
         self._process: subprocess.Popen[bytes] | None = None
+        self.last_failure: str | None = None
 
     def run(self, args: list[str], env: dict[str, str], workdir: Path) -> int:
         """Run ``mlops <args>`` in ``workdir``; the allow-listed host environment plus ``env``."""
@@ -102,7 +105,7 @@ class LocalRunner:
         try:
             # read1: whatever has arrived, so a progress line shows before its newline
             stream = cast(io.BufferedReader, process.stdout)
-            _copy_stream(iter(lambda: stream.read1(65536), b""), out)
+            self.last_failure = _copy_stream(iter(lambda: stream.read1(65536), b""), out)
             return _exit_code(process.wait())
         except BaseException:  # Ctrl-C or a supervisor's stop: leave no orphan behind
             process.kill()
@@ -174,6 +177,7 @@ class DockerRunner:
         self._client = client
         self._container: Any = None
         self._lock = threading.Lock()
+        self.last_failure: str | None = None
 
     @property
     def client(self) -> Any:
@@ -245,7 +249,7 @@ class DockerRunner:
         with self._lock:
             self._container = container
         try:
-            _copy_stream(container.logs(stream=True, follow=True), out)
+            self.last_failure = _copy_stream(container.logs(stream=True, follow=True), out)
             return int(container.wait()["StatusCode"])
         except BaseException:
             container.kill()
@@ -269,14 +273,38 @@ class DockerRunner:
                 self._container.kill()
 
 
-def _copy_stream(chunks: Iterable[bytes], out: TextIO) -> None:
-    """Write byte chunks to a text stream as they arrive, splitting no UTF-8 character."""
+def _copy_stream(chunks: Iterable[bytes], out: TextIO) -> str | None:
+    """Write byte chunks to a text stream as they arrive, splitting no UTF-8 character.
+
+    Returns:
+        What the command said last about a failure (``failure_line``), for the failure mail.
+    """
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    for chunk in chunks:
-        out.write(decoder.decode(chunk))
+    tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+    pending = ""
+    for chunk in [*chunks, b""]:
+        text = decoder.decode(chunk, final=not chunk)
+        out.write(text)
         out.flush()
-    out.write(decoder.decode(b"", final=True))
-    out.flush()
+        pending += text
+        *lines, pending = pending.split("\n")
+        tail.extend(lines)
+    tail.append(pending)
+    return failure_line(list(tail))
+
+
+_TAIL_LINES = 40  # enough to hold a traceback's last line behind TensorFlow's shutdown noise
+
+
+def failure_line(lines: list[str]) -> str | None:
+    """The command's own ``error: ...`` line, else a traceback's last line, else ``None``."""
+    text = [line.strip() for line in lines if line.strip()]
+    for line in reversed(text):
+        if line.startswith("error: "):
+            return line.removeprefix("error: ")[:300]
+    if any(line.startswith("Traceback (most recent call last)") for line in text):
+        return text[-1][:300]
+    return None
 
 
 def choose_runner(

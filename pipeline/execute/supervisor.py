@@ -29,6 +29,8 @@ def describe_exit(code: int) -> str:
             return f"killed by {signal.Signals(code - 128).name} (exit {code})"
         except ValueError:
             pass
+    if code == ExitCode.USAGE:
+        return f"stopped on bad input (exit {code})"
     return f"crashed (exit {code})"
 
 

@@ -259,3 +259,17 @@ def test_docker_sandbox_read_only_checkout_no_network_no_secrets(
     remote = probe({"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})  # a tracking server: the host's network
     assert remote["net"] == sorted(os.listdir("/sys/class/net")) and len(remote["net"]) > 1
     assert remote["checkout"] == "EROFS" and remote["secrets"] == []
+
+
+def test_contract_the_last_error_line_is_kept_for_the_failure_mail(runner_factory: Factory, workdir: Path) -> None:
+    make, python = runner_factory
+    script = "import sys; print('epoch 1'); print('error: model.py:3: SyntaxError: bad'); print('bye'); sys.exit(2)"
+    runner = make(io.StringIO(), [python, "-c", script])
+    assert runner.run([], {}, workdir) == 2
+    assert runner.last_failure == "model.py:3: SyntaxError: bad"
+    crash = "import sys; print('start', flush=True); raise RuntimeError('boom')"
+    runner = make(io.StringIO(), [python, "-c", crash])
+    assert runner.run([], {}, workdir) == 1
+    assert runner.last_failure == "RuntimeError: boom"
+    runner = make(io.StringIO(), [python, "-c", "print('fine')"])
+    assert runner.run([], {}, workdir) == 0 and runner.last_failure is None

@@ -56,6 +56,7 @@ def test_bad_input_is_not_retried(tmp_path: Path) -> None:
     result = Supervisor(runner, max_restarts=3, backoff=0.01, log=lambda line: None).run([], {}, tmp_path)
     assert result.exit_code == 2 and result.restarts == 0
     assert describe_exit(1) == "crashed (exit 1)"
+    assert describe_exit(2) == "stopped on bad input (exit 2)"
 
 
 def test_a_tune_stopped_by_ctrl_c_is_not_restarted(tmp_path: Path) -> None:
