@@ -21,7 +21,7 @@ from pipeline.config.environment import FAULT_AT, Environment
 from pipeline.errors import ExitCode, MlopsError
 from pipeline.tune import interrupts
 
-_STAGES = ("detect", "classify", "build", "features", "tune", "run", "notify", "promote", "status")
+_STAGES = ("detect", "classify", "build", "features", "tune", "run", "notify", "promote", "status", "predict")
 
 app = typer.Typer(
     name="mlops",

@@ -196,6 +196,7 @@ class TuneSummary:
     restarts: int = 0
     feature_cache_hit: bool | None = None
     plots: dict[str, str] = field(default_factory=dict)  # title -> PNG path
+    stage_seconds: dict[str, float] = field(default_factory=dict)  # setup, prepare, features, search, finish
     run_dir: str = ""
     exit_code: int = 0
 

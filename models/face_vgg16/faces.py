@@ -7,7 +7,8 @@ The folder loader treats as a bad image (skipped and counted, or one fatal line 
 ``data.on_bad_image: fail``) a file Pillow cannot decode and one whose header declares more
 than ``data.max_image_pixels`` pixels: a decompression bomb is refused before it is decoded.
 It reads upper-case extensions (``.JPG``), scales 16-bit images by their bit depth, and
-warns when the same file content is filed under two people.
+warns when the same file content is filed under two people. It keeps each image's file bytes
+(``Faces.sources``): ``align.py`` detects and aligns the face in the full photo, not in the resized one.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class Faces:
     names: list[str]
     skipped: int = 0  # unreadable images (and decompression bombs) passed over
     duplicates: int = 0  # files whose content is also filed under another person
+    sources: list[bytes] | None = None  # folder: each image's file bytes, what alignment detects faces in
 
 
 def load_faces(options: dict[str, Any]) -> Faces:
@@ -88,7 +90,8 @@ def prune_small_classes(faces: Faces, minimum: int) -> Faces:
     remap[keep] = np.arange(len(keep))
     mask = remap[faces.labels] >= 0
     names = [faces.names[i] for i in keep]
-    return Faces(faces.images[mask], remap[faces.labels[mask]], names, faces.skipped, faces.duplicates)
+    sources = None if faces.sources is None else [s for s, kept in zip(faces.sources, mask, strict=True) if kept]
+    return Faces(faces.images[mask], remap[faces.labels[mask]], names, faces.skipped, faces.duplicates, sources)
 
 
 def split(faces: Faces, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -168,6 +171,7 @@ def _folder(root: Path, size: int, on_bad_image: str, max_pixels: int) -> Faces:
     images: list[np.ndarray] = []
     labels: list[int] = []
     names: list[str] = []
+    sources: list[bytes] = []
     skipped = duplicates = 0
     first_seen: dict[str, tuple[str, Path]] = {}  # content hash -> (person, file)
     with _pixel_limit(max_pixels):
@@ -188,6 +192,7 @@ def _folder(root: Path, size: int, on_bad_image: str, max_pixels: int) -> Faces:
                     skipped += 1
                     continue
                 labels.append(label)
+                sources.append(content)
                 owner, earlier = first_seen.setdefault(hashlib.sha256(content).hexdigest(), (names[-1], file))
                 if owner != names[-1]:
                     log.warning("the same image is filed under %r (%s) and %r (%s)", owner, earlier, names[-1], file)
@@ -198,7 +203,7 @@ def _folder(root: Path, size: int, on_bad_image: str, max_pixels: int) -> Faces:
         log.warning("skipped %d unreadable image(s) under %s", skipped, root)
     if duplicates:
         log.warning("%d image(s) under %s are also filed under another person; remove the wrong copy", duplicates, root)
-    return Faces(np.stack(images), np.asarray(labels, np.int64), names, skipped, duplicates)
+    return Faces(np.stack(images), np.asarray(labels, np.int64), names, skipped, duplicates, sources)
 
 
 @contextmanager

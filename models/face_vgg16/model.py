@@ -7,9 +7,12 @@ the head on those vectors. ``prepare_features`` does the extraction alone (``mlo
 
 from __future__ import annotations
 
+import base64
+import io
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +29,12 @@ from pipeline.sdk import (
 )
 from pipeline.sdk.keras import dense_classifier, evaluate_classifier, train_new_classifier
 
+from .align import align_faces, alignment_identity
 from .backbone import feature_extractor, load_base, weights_identity
 from .faces import Faces, load_faces, split
 
+TOP_K = 5  # names the registered model answers with, best first
+THRESHOLD = 0.5  # below this probability the registered model answers "unknown" (a stranger)
 PREPROCESSING = "keras.applications.vgg16.preprocess_input+global_average_pool"
 _DEFAULTS = {
     "n_layers": 1,
@@ -55,12 +61,13 @@ class FaceData:
     size: int
     seed: int
     patience: int | None
+    alignment: str = "none"  # how prepare aligned the photos (data.align); the served model must do the same
 
 
 def prepare(ctx: StudyContext) -> FaceData:
     """Load, split and featurise the faces (features from the cache when they are there)."""
     options = ctx.data
-    faces = load_faces(options)
+    faces = align_faces(ctx, load_faces(options))  # raw photos -> aligned crops (data.align)
     parts = split(faces, *split_fractions(options, ctx.manifest.path), ctx.seed)
     features = _features(ctx, faces)
     ctx.facts.update(
@@ -91,7 +98,7 @@ def prepare_features(ctx: StudyContext) -> None:
     A new backbone or weights file is a new cache key: the old entry stays untouched, and a
     search run after this one reads the new entry instead of extracting.
     """
-    _features(ctx, load_faces(ctx.data))
+    _features(ctx, align_faces(ctx, load_faces(ctx.data)))
 
 
 def _features(ctx: StudyContext, faces: Faces) -> np.ndarray:
@@ -105,6 +112,7 @@ def _features(ctx: StudyContext, faces: Faces) -> np.ndarray:
         "weights": weights_identity(weights, ctx.seed),
         "input_size": size,
         "preprocessing": PREPROCESSING,
+        "alignment": alignment_identity(ctx.data),  # the data fingerprint covers the crops; this names them
     }
     extractor: list[Callable[..., np.ndarray]] = []  # made on the first shard: a cache hit never loads VGG16
 
@@ -156,30 +164,67 @@ def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainR
 def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
     """Accuracy on the held-out test split (touched once, at the end).
 
-    ``result.model`` is a trained head (it takes the cached features) or a registered full
-    model (it takes images: the promotion gate re-scores the champion on a new test split).
+    ``result.model`` is a trained head (it takes the cached features), a registered model
+    (``serving.FaceNamer``: it takes raw images) or an older registered Keras model (it takes
+    preprocessed images): the promotion gate re-scores the champion on a new test split.
 
     Raises:
-        ValueError: a full model whose classes are not these data's people (it cannot be scored here).
+        ValueError: a registered model whose classes are not these data's people (it cannot be scored here).
     """
-    model, features = result.model, data.features["test"]
+    model, features, labels = result.model, data.features["test"], data.labels["test"]
+    if hasattr(model, "probabilities"):  # the registered pyfunc model: raw uint8 images in
+        if list(model.names) != list(data.names):
+            raise ValueError(f"the model names {len(model.names)} people, these data {len(data.names)}")
+        predicted = model.probabilities(list(data.test_images)).argmax(axis=1)
+        return Evaluation(float((predicted == labels).mean()), len(labels), labels, predicted, data.names)
     if tuple(model.input_shape[1:]) == features.shape[1:]:
-        return evaluate_classifier(model, features, data.labels["test"], data.names)
+        return evaluate_classifier(model, features, labels, data.names)
     import keras
 
     if model.output_shape[-1] != len(data.names):
         raise ValueError(f"the model names {model.output_shape[-1]} people, these data {len(data.names)}")
     images = keras.applications.vgg16.preprocess_input(data.test_images.astype(np.float32))
-    return evaluate_classifier(model, images, data.labels["test"], data.names)
+    return evaluate_classifier(model, images, labels, data.names)
 
 
 def export(data: FaceData, result: TrainResult) -> ExportedModel:
-    """VGG16 base + pooling + trained head: one Keras model from preprocessed images to classes."""
+    """A model that names people in raw photos: ``serving.py`` around VGG16 base + pooling + head.
+
+    The Keras model (preprocessed ``size`` x ``size`` x 3 images to class probabilities) is the
+    artifact; ``serving.py`` resizes, fixes channels and preprocesses any RGB or grey photo,
+    and answers names. The config logged with it says what it was trained on.
+    """
     import keras
+    import pandas as pd
 
     base = load_base(data.weights, data.size, data.seed)
     inputs = keras.Input((data.size, data.size, 3), name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
     model = keras.Model(inputs, result.model(pooled), name="face_vgg16")
-    example = keras.applications.vgg16.preprocess_input(data.images_example.astype(np.float32))
-    return ExportedModel("keras", model, example, ["tensorflow-cpu==2.21.0", "keras==3.15.1"])
+    config = {
+        "names": list(data.names),
+        "input_size": data.size,
+        "alignment": data.alignment,  # serving.py refuses what it cannot do rather than name unaligned faces
+        "weights": weights_identity(data.weights, data.seed),
+        "preprocessing": PREPROCESSING,
+        "top_k": min(TOP_K, len(data.names)),
+        "threshold": THRESHOLD,
+    }
+    example = pd.DataFrame({"image": [_jpeg_base64(image) for image in data.images_example]})
+    return ExportedModel(
+        "pyfunc",
+        str(Path(__file__).with_name("serving.py")),
+        (example, {"threshold": THRESHOLD}),  # the params example gives the signature a threshold
+        ["tensorflow-cpu==2.21.0", "keras==3.15.1", "mlflow==3.17.2", "pandas==3.1.1", "pillow==13.0.0"],
+        artifacts={"keras_model": model},
+        config=config,
+    )
+
+
+def _jpeg_base64(image: np.ndarray) -> str:
+    """A face as a base64 JPEG file: what a client posts to the served model."""
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

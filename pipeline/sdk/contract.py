@@ -33,7 +33,7 @@ from pipeline.errors import MlopsError
 from pipeline.sdk.feature_cache import DEFAULT_SHARD_SIZE
 from pipeline.summary import Direction
 
-Flavor = Literal["keras", "sklearn"]  # the MLflow flavour a model is logged with
+Flavor = Literal["keras", "sklearn", "pyfunc"]  # the MLflow flavour a model is logged with
 
 
 class ReportFn(Protocol):
@@ -130,12 +130,18 @@ class ExportedModel:
     """What gets logged to MLflow and registered.
 
     Attributes:
-        flavor: ``keras`` or ``sklearn`` (the MLflow flavour).
-        model: the object to log (for the face model: VGG16 base plus the trained head).
-        input_example: a small batch, for the signature.
+        flavor: ``keras``, ``sklearn`` or ``pyfunc`` (the MLflow flavour).
+        model: the object to log; for ``pyfunc`` the path of a "models from code" file
+            (it calls ``mlflow.models.set_model``; the face model's ``serving.py``).
+        input_example: a small batch, for the signature (for ``pyfunc`` the signature is
+            inferred by running the model on it; ``(example, params)`` adds a params schema).
         pip_requirements: what serving the model needs.
         trusted_types: for ``sklearn``: types skops may load beyond its defaults (MLflow 3
             saves scikit-learn models with skops, which refuses e.g. tree predictors).
+        artifacts: for ``pyfunc``: name -> a file path, or a Keras model (saved as
+            ``<name>.keras``); the code finds them in ``context.artifacts``.
+        config: for ``pyfunc``: the model config (``context.model_config``), also logged as
+            the model's metadata (label names, input size, ...).
     """
 
     flavor: Flavor
@@ -143,6 +149,8 @@ class ExportedModel:
     input_example: Any = None
     pip_requirements: list[str] = field(default_factory=list)
     trusted_types: list[str] = field(default_factory=list)
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 class ModelModule(Protocol):

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import faults
 from pipeline.sdk.feature_cache import DamagedEntry, Expected, FeatureCache, entry_lock
 
 ComputeShard = Callable[[int, int], dict[str, np.ndarray]]  # (start, stop) -> rows start:stop of each array
@@ -162,6 +163,7 @@ class ShardedExtraction:
             if array.shape[:1] != (stop - start,):
                 raise ValueError(f"compute_shard({start}, {stop}) made {name} of shape {array.shape}: not one row each")
         seconds = time.perf_counter() - began
+        faults.point("extract")  # a shard computed, not yet cached
         self.cache.write_entry(self.shard_path(index), {"key": self.key, "rows": [start, stop]}, arrays)
         self.result.computed.append(index + 1)
         self.result.images += stop - start

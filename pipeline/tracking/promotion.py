@@ -146,8 +146,16 @@ def champion_score(
     return score(goal, value, n, "rescored")
 
 
+# How MLflow loads a ``PythonModel``: pickled, or from code (``python_model=`` a file path).
+_PYTHON_MODEL_LOADERS = ("mlflow.pyfunc.model", "mlflow.pyfunc.loaders.code_model")
+
+
 def load_model(model_uri: str) -> Any:
-    """The registered model in its own flavour (the object ``evaluate`` scores), not pyfunc."""
+    """The registered model as the object ``evaluate`` scores: its own flavour, not MLflow's pyfunc wrapper.
+
+    A model logged as Python code (the face model's ``serving.FaceNamer``) is that Python
+    object, loaded (``load_context`` run); a Keras or scikit-learn model is the fitted model.
+    """
     import mlflow
 
     flavors = mlflow.models.get_model_info(model_uri).flavors
@@ -155,7 +163,10 @@ def load_model(model_uri: str) -> Any:
         return mlflow.keras.load_model(model_uri)
     if "sklearn" in flavors:
         return mlflow.sklearn.load_model(model_uri)
-    return mlflow.pyfunc.load_model(model_uri)
+    loaded = mlflow.pyfunc.load_model(model_uri)
+    if flavors.get("python_function", {}).get("loader_module") in _PYTHON_MODEL_LOADERS:
+        return loaded.unwrap_python_model()
+    return loaded
 
 
 def gate(

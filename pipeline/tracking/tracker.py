@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import socket
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -147,6 +148,10 @@ class Tracker:
         import mlflow
         from mlflow.models import infer_signature
 
+        if exported.flavor == "pyfunc":
+            with tempfile.TemporaryDirectory(prefix="mlops-export-") as folder, mlflow.start_run(run_id=run_id):
+                info = mlflow.pyfunc.log_model(name="model", **_pyfunc_arguments(exported, Path(folder)))
+            return str(info.model_uri)
         flavor = {"keras": mlflow.keras, "sklearn": mlflow.sklearn}[exported.flavor]
         signature = None
         if exported.input_example is not None:
@@ -219,6 +224,38 @@ def _probe(uri: str, timeout: float = 5.0) -> None:
         return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     socket.create_connection((parts.hostname, port), timeout=timeout).close()
+
+
+def save_model(exported: Any, path: Path) -> None:
+    """Write a ``pyfunc`` export as an MLflow model folder at ``path`` (what ``log_model`` logs)."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory(prefix="mlops-export-") as folder:
+        mlflow.pyfunc.save_model(str(path), **_pyfunc_arguments(exported, Path(folder)))
+
+
+def _pyfunc_arguments(exported: Any, folder: Path) -> dict[str, Any]:
+    """``mlflow.pyfunc`` arguments for a models-from-code export; Keras artifacts saved under ``folder``.
+
+    No signature is passed: MLflow infers it (and the params schema) by running the model on
+    its input example, so it is what the model really answers.
+    """
+    artifacts = {}
+    for name, value in exported.artifacts.items():
+        if isinstance(value, (str, Path)):
+            artifacts[name] = str(value)
+        else:  # a Keras model: its own format, which the serving process loads without our code
+            target = folder / f"{name}.keras"
+            value.save(target)
+            artifacts[name] = str(target)
+    return {
+        "python_model": str(exported.model),
+        "artifacts": artifacts,
+        "model_config": dict(exported.config),
+        "metadata": dict(exported.config),
+        "input_example": exported.input_example,
+        "pip_requirements": exported.pip_requirements or None,
+    }
 
 
 def _predict(model: Any, batch: Any) -> Any:

@@ -36,6 +36,7 @@ from pipeline.tune.interrupts import Interrupted
 from pipeline.tune.objective import Objective
 from pipeline.tune.results import finish_study
 from pipeline.tune.search_run import SearchRun
+from pipeline.tune.stage_times import StageClock
 from pipeline.tune.study import (
     claim_parent_run,
     finished,
@@ -115,6 +116,7 @@ def _stopped(stop: KeyboardInterrupt, progress: _Progress, log: Callable[[str], 
 
 def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None], progress: _Progress) -> TuneSummary:
     started = time.perf_counter()
+    clock = StageClock()
     plugin = load_plugin(model_dir)
     check_run(plugin.manifest, settings)  # before any folder, store, run or data
     manifest = plugin.manifest
@@ -141,7 +143,9 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
 
     context = StudyContext(manifest, data_options, params, settings.seed, settings.cache_dir, log)
     context.feature_shard_size = settings.feature_shard_size  # resumes the shards a killed extraction left
+    clock.lap("setup")
     data = plugin.prepare(context)
+    clock.lap("prepare")
     commit = git_commit(manifest.folder, settings.commit)
     tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
     previous = study.user_attrs.get(PARENT_ATTR)
@@ -184,8 +188,13 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
         )
         streak.raise_if_stopped(on_stop=lambda: tracker.finish(parent_id, "FAILED"))
     tracker.close_orphans(parent_id, live=_live_runs(study, waiting=False))  # other workers' may still run
+    clock.lap("search")
 
     summary = finish_study(study, run, objective)
+    clock.lap("finish")
+    clock.split_features(context.facts)
+    summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in clock.seconds.items()}
+    tracker.log(parent_id, metrics={f"stage_seconds.{k}": v for k, v in summary.stage_seconds.items()})
     summary.wall_seconds = time.perf_counter() - started
     summary.feature_cache_hit = context.facts.get("feature_cache_hit")
     summary.exit_code = ExitCode.OK if summary.goal_met else ExitCode.GOAL_NOT_MET
@@ -193,6 +202,7 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     tracker.log_artifact(parent_id, str(run_dir / "summary.json"))
     tracker.finish(parent_id, "FINISHED")
     _print_summary(summary, objective.logging_seconds, log)
+    log(clock.line())
     return summary
 
 

@@ -15,6 +15,8 @@ from PIL import Image
 
 from pipeline.errors import MlopsError
 from pipeline.sdk.contract import StudyContext, TrainResult, TrialContext, load_plugin
+from pipeline.tracking import promotion
+from pipeline.tracking.tracker import save_model
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = load_plugin(ROOT / "models" / "face_vgg16")
@@ -284,6 +286,7 @@ def test_prepare_reports_skipped_and_duplicate_images(tmp_path: Path) -> None:
     shutil.copyfile(root / "a" / "a_0001.png", root / "b" / "copy.png")
     manifest = PLUGIN.manifest
     data = {**manifest.data, "source": "folder", "path": str(root), "input_size": 32, "min_images_per_class": 2}
+    data["align"] = "none"  # generated tints hold no faces (alignment: tests/models/test_face_align.py)
     ctx = StudyContext(manifest, data, {"weights": "none"}, 0, tmp_path / "cache", lambda line: None)
     model.prepare(ctx)
     assert (ctx.facts["skipped_images"], ctx.facts["duplicate_images"], ctx.facts["n_images"]) == (1, 1, 13)
@@ -299,7 +302,8 @@ def test_a_registered_full_model_is_scored_on_the_test_images_like_its_head(tmp_
     data = model.FaceData(split, {k: y for k in split}, ["a", "b", "c"], images[:2], images, "none", 32, 0, None)
     params = {**model._DEFAULTS, "epochs": 5}
     result = model.train(data, params, TrialContext(0, 0, lambda e, m: None, tmp_path))
-    full = model.export(data, result).model
+    save_model(model.export(data, result), tmp_path / "registered")  # as the registry stores it
+    full = promotion.load_model(str(tmp_path / "registered"))
     on_features = model.evaluate(data, result)
     on_images = model.evaluate(data, TrainResult(float("nan"), full))
     assert on_images.n == 24

@@ -201,16 +201,13 @@ def _check_champion(tmp_path: Path, offline_env: dict[str, str], best_run_id: st
     load_plugin(MODEL)  # makes the model's modules importable
     faces = __import__("mlops_models.face_vgg16.faces", fromlist=["load_faces"])
     images = faces.load_faces({"source": "olivetti", "input_size": 32, "data_home": offline_env["SCIKIT_LEARN_DATA"]})
-    import keras
-
-    batch = keras.applications.vgg16.preprocess_input(images.images[:5].astype(np.float32))
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    try:
-        model = mlflow.keras.load_model("models:/face_vgg16@champion")
+    try:  # the registered model names people in raw photos (models/face_vgg16/serving.py)
+        model = mlflow.pyfunc.load_model("models:/face_vgg16@champion").unwrap_python_model()
     finally:
         mlflow.set_tracking_uri(previous)
-    probabilities = np.asarray(model.predict(batch, verbose=0))
+    probabilities = np.asarray(model.probabilities(list(images.images[:5])))
     assert probabilities.shape == (5, N_CLASSES)
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
 

@@ -72,6 +72,18 @@ def test_a_met_goal_exits_0_and_registers_the_champion(tmp_path: Path, tracking_
     assert champion.run_id == summary.best.mlflow_run_id  # type: ignore[union-attr]
     runs = runs_of(tracking_uri, name)
     assert sorted((r.info.run_name, r.info.status) for r in runs) == [("s", "FINISHED"), ("trial-0", "FINISHED")]
+    # Where the time went: every stage, in order, in summary.json, the parent run and the log.
+    assert set(on_disk["stage_seconds"]) == {"setup", "prepare", "search", "finish"}
+    assert 0 < sum(on_disk["stage_seconds"].values()) <= on_disk["wall_seconds"]
+    parent = next(r for r in runs if r.info.run_name == "s")
+    assert set(parent.data.metrics) >= {f"stage_seconds.{k}" for k in on_disk["stage_seconds"]}
+    line = next(line for line in printed if line.startswith("time: "))
+    assert [part.split()[0] for part in line.removeprefix("time: ").split(", ")] == [
+        "setup",
+        "prepare",
+        "search",
+        "finish",
+    ]
 
 
 def test_an_unreachable_goal_is_an_honest_failure(tmp_path: Path, tracking_uri: str) -> None:

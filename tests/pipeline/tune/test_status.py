@@ -7,6 +7,7 @@ read a finished one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -178,6 +179,21 @@ def status_json(tmp_path: Path, *args: str) -> dict[str, Any]:
     return json.loads(result.stdout)
 
 
+def study_exists(database: Path, name: str) -> bool:
+    """Whether the search made its study yet, read without writing.
+
+    Not ``optuna.get_all_study_names``: its storage creates the tables, racing the search
+    that is creating them ("table studies already exists").
+    """
+    if not database.exists():
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=5)) as connection:
+            return connection.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
+    except sqlite3.Error:  # no table yet, or locked while the search writes it
+        return False
+
+
 @pytest.mark.slow
 def test_status_follows_a_running_search_and_sees_it_killed(tmp_path: Path) -> None:
     import mlflow  # noqa: F401  (imported before the search starts: the first poll must be quick)
@@ -192,9 +208,7 @@ def test_status_follows_a_running_search_and_sees_it_killed(tmp_path: Path) -> N
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and process.poll() is None:
-            if (tmp_path / "optuna.db").exists() and "s" in optuna.get_all_study_names(
-                f"sqlite:///{tmp_path / 'optuna.db'}"
-            ):
+            if study_exists(tmp_path / "optuna.db", "s"):
                 seen.append(status_json(tmp_path, "--study", "s"))
             if trial_1.exists() and trial_1.read_text().strip():
                 time.sleep(0.3)  # past trial 1's first report: the kill lands mid-epoch, not mid-write
