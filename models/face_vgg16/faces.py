@@ -147,7 +147,8 @@ def _lfw(size: int, data_home: str | None, min_faces: int) -> Faces:
             "lfw_home/lfw_funneled (or run once with a network)"
         ) from None
     images = people.images / 255.0 if people.images.max() > 1.0 else people.images
-    return Faces(_to_rgb_uint8(images, size), people.target.astype(np.int64), list(people.target_names))
+    names = [str(name) for name in people.target_names]  # numpy strings do not go into YAML or JSON
+    return Faces(_to_rgb_uint8(images, size), people.target.astype(np.int64), names)
 
 
 def _max_image_pixels(value: Any) -> int:

@@ -198,3 +198,9 @@ def test_a_folder_without_any_face_is_one_error_line(tmp_path: Path) -> None:
     message = f"data.path={tmp_path / 'people'}: no face found in any of its 2 photos; check the folder"
     with pytest.raises(MlopsError, match="^" + re.escape(message)):
         align.align_faces(context(tmp_path, data, []), faces.load_faces(data))
+
+
+def test_lfw_names_are_plain_strings(offline: dict[str, str]) -> None:
+    """Names go into the exported model's YAML config: a numpy string there crashed ``mlops tune`` on LFW."""
+    loaded = faces.load_faces({"source": "lfw", "input_size": 32, "min_faces_per_person": 100})
+    assert loaded.names and all(type(name) is str for name in loaded.names)
