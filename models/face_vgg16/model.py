@@ -29,7 +29,7 @@ from pipeline.sdk import (
 )
 from pipeline.sdk.keras import dense_classifier, evaluate_classifier, train_new_classifier
 
-from .align import align_faces, alignment_identity
+from .align import align_faces, align_mode, alignment_identity
 from .backbone import feature_extractor, load_base, weights_identity
 from .faces import Faces, load_faces, split
 
@@ -67,6 +67,7 @@ class FaceData:
 def prepare(ctx: StudyContext) -> FaceData:
     """Load, split and featurise the faces (features from the cache when they are there)."""
     options = ctx.data
+    align_mode(options)  # data.align=mtcnn on cropped data: one line before any photo is read
     faces = align_faces(ctx, load_faces(options))  # raw photos -> aligned crops (data.align)
     parts = split(faces, *split_fractions(options, ctx.manifest.path), ctx.seed)
     features = _features(ctx, faces)
@@ -98,6 +99,7 @@ def prepare_features(ctx: StudyContext) -> None:
     A new backbone or weights file is a new cache key: the old entry stays untouched, and a
     search run after this one reads the new entry instead of extracting.
     """
+    align_mode(ctx.data)  # before any photo is read
     _features(ctx, align_faces(ctx, load_faces(ctx.data)))
 
 

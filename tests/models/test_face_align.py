@@ -16,6 +16,7 @@ from tests.conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = load_plugin(ROOT / "models" / "face_vgg16")
+model = PLUGIN.module
 align = __import__("mlops_models.face_vgg16.align", fromlist=["FaceAligner"])
 faces = __import__("mlops_models.face_vgg16.faces", fromlist=["load_faces"])
 LFW_RAW = SHARED / "scikit_learn_data" / "lfw_home" / "lfw_funneled"
@@ -162,6 +163,16 @@ def test_bad_align_options_are_one_error_line(tmp_path: Path, options: dict[str,
     empty = faces.Faces(np.zeros((2, 32, 32, 3), np.uint8), np.array([0, 1]), ["a", "b"], sources=[b"", b""])
     with pytest.raises(MlopsError, match="^" + re.escape(message)):
         align.align_faces(context(tmp_path, options, []), empty)
+
+
+def test_align_on_cropped_data_is_refused_before_any_photo_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path / "empty"))  # loading would fail another way
+    data = {"source": "lfw", "align": "mtcnn", "input_size": 32}
+    for step in (model.prepare, model.prepare_features):
+        with pytest.raises(MlopsError, match="^data.align=mtcnn needs data.source=folder"):
+            step(context(tmp_path, data, []))
 
 
 def test_model_yaml_declares_the_align_options_with_their_choices() -> None:
