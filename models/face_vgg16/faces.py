@@ -225,11 +225,12 @@ def _pixel_limit(max_pixels: int) -> Iterator[None]:
 
 def _decode(content: bytes, size: int, max_pixels: int) -> np.ndarray:
     """One image file's bytes -> uint8 RGB at size x size; the pixel limit is checked on the header."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(content)) as opened:  # reads the header only
-            picture: Image.Image = opened
+            # Upright, as the camera meant it: the served model turns photos the same way (serving.to_rgb).
+            picture: Image.Image = ImageOps.exif_transpose(opened)
             if picture.mode in _SIXTEEN_BIT_MODES:
                 # convert("RGB") would clip every value above 255 to white.
                 wide = np.asarray(picture, np.float64)

@@ -29,12 +29,14 @@ from pipeline.sdk import (
 )
 from pipeline.sdk.keras import dense_classifier, evaluate_classifier, train_new_classifier
 
-from .align import align_faces, align_mode, alignment_identity
+from .align import ALIGNER, align_faces, align_mode, alignment_identity
 from .backbone import feature_extractor, load_base, weights_identity
+from .face_aligner import DETECTOR, decode_photo
 from .faces import Faces, load_faces, split
 
 TOP_K = 5  # names the registered model answers with, best first
 THRESHOLD = 0.5  # below this probability the registered model answers "unknown" (a stranger)
+EXAMPLE_BYTES = 256 * 1024  # an input example photo larger than this is logged shrunk (as JPEG)
 PREPROCESSING = "keras.applications.vgg16.preprocess_input+global_average_pool"
 _DEFAULTS = {
     "n_layers": 1,
@@ -55,13 +57,16 @@ class FaceData:
     features: dict[str, np.ndarray]
     labels: dict[str, np.ndarray]
     names: list[str]
-    images_example: np.ndarray
-    test_images: np.ndarray  # RGB uint8: what a registered full model is scored on (the promotion gate)
+    test_images: np.ndarray  # RGB uint8 model inputs: what a registered Keras model is scored on
+    # What a registered pyfunc model is scored on (the promotion gate) and its input example: the
+    # photos as a client sends them, the file bytes when they were aligned (the model aligns them).
+    test_photos: list[Any]
     weights: str
     size: int
     seed: int
     patience: int | None
-    alignment: str = "none"  # how prepare aligned the photos (data.align); the served model must do the same
+    alignment: str = "none"  # data.align: the served model aligns photos the same way
+    align_fallback: str = "skip"  # data.align_fallback: what it does with a photo without a face
 
 
 def prepare(ctx: StudyContext) -> FaceData:
@@ -80,16 +85,21 @@ def prepare(ctx: StudyContext) -> FaceData:
     )
     weights = str(ctx.params.get("weights", "imagenet"))
     size = int(options.get("input_size", 64))
+    alignment = align_mode(options)
+    test = parts["test"]
+    sources = faces.sources if alignment != "none" else None  # aligned: the served model gets the files
     return FaceData(
         features={name: features[index] for name, index in parts.items()},
         labels={name: faces.labels[index] for name, index in parts.items()},
         names=faces.names,
-        images_example=faces.images[parts["test"][:2]],
-        test_images=faces.images[parts["test"]],
+        test_images=faces.images[test],
+        test_photos=[sources[i] for i in test] if sources is not None else list(faces.images[test]),
         weights=weights,
         size=size,
         seed=ctx.seed,
         patience=ctx.params.get("patience", 10),
+        alignment=alignment,
+        align_fallback=str(options.get("align_fallback") or "skip"),
     )
 
 
@@ -177,7 +187,7 @@ def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
     if hasattr(model, "probabilities"):  # the registered pyfunc model: raw uint8 images in
         if list(model.names) != list(data.names):
             raise ValueError(f"the model names {len(model.names)} people, these data {len(data.names)}")
-        predicted = model.probabilities(list(data.test_images)).argmax(axis=1)
+        predicted = model.probabilities(data.test_photos).argmax(axis=1)
         return Evaluation(float((predicted == labels).mean()), len(labels), labels, predicted, data.names)
     if tuple(model.input_shape[1:]) == features.shape[1:]:
         return evaluate_classifier(model, features, labels, data.names)
@@ -193,8 +203,9 @@ def export(data: FaceData, result: TrainResult) -> ExportedModel:
     """A model that names people in raw photos: ``serving.py`` around VGG16 base + pooling + head.
 
     The Keras model (preprocessed ``size`` x ``size`` x 3 images to class probabilities) is the
-    artifact; ``serving.py`` resizes, fixes channels and preprocesses any RGB or grey photo,
-    and answers names. The config logged with it says what it was trained on.
+    artifact; ``serving.py`` aligns (as training did), resizes, fixes channels and preprocesses
+    any RGB or grey photo, and answers names. The config logged with it says what it was
+    trained on; ``face_aligner.py`` goes with it, so serving aligns with the training code.
     """
     import keras
     import pandas as pd
@@ -207,26 +218,32 @@ def export(data: FaceData, result: TrainResult) -> ExportedModel:
         "names": list(data.names),
         "input_size": data.size,
         "alignment": data.alignment,  # serving.py refuses what it cannot do rather than name unaligned faces
+        "align_fallback": data.align_fallback,
+        "aligner": ALIGNER if data.alignment == "mtcnn" else "none",
         "weights": weights_identity(data.weights, data.seed),
         "preprocessing": PREPROCESSING,
         "top_k": min(TOP_K, len(data.names)),
         "threshold": THRESHOLD,
     }
-    example = pd.DataFrame({"image": [_jpeg_base64(image) for image in data.images_example]})
+    example = pd.DataFrame({"image": [_example_file(photo) for photo in data.test_photos[:2]]})
+    requirements = ["tensorflow-cpu==2.21.0", "keras==3.15.1", "mlflow==3.17.2", "pandas==3.1.1", "pillow==13.0.0"]
     return ExportedModel(
         "pyfunc",
         str(Path(__file__).with_name("serving.py")),
         (example, {"threshold": THRESHOLD}),  # the params example gives the signature a threshold
-        ["tensorflow-cpu==2.21.0", "keras==3.15.1", "mlflow==3.17.2", "pandas==3.1.1", "pillow==13.0.0"],
+        requirements + ([DETECTOR] if data.alignment == "mtcnn" else []),
         artifacts={"keras_model": model},
         config=config,
+        code_paths=[str(Path(__file__).with_name("face_aligner.py"))],
     )
 
 
-def _jpeg_base64(image: np.ndarray) -> str:
-    """A face as a base64 JPEG file: what a client posts to the served model."""
+def _example_file(photo: bytes | np.ndarray) -> str:
+    """A photo as a base64 image file, what a client posts to the served model; a large file shrunk."""
     from PIL import Image
 
+    if isinstance(photo, bytes) and len(photo) <= EXAMPLE_BYTES:
+        return base64.b64encode(photo).decode("ascii")
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=95)
+    Image.fromarray(photo if isinstance(photo, np.ndarray) else decode_photo(photo)).save(buffer, "JPEG", quality=95)
     return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -80,7 +80,7 @@ def load(uri: str, tracking_uri: str) -> Any:
 
 
 def predict(model: Any, files: list[Path], threshold: float | None) -> list[dict[str, Any]]:
-    """One answer per photo: image, name (``unknown`` below the threshold), probability, top_k.
+    """One answer per photo: image, name (``unknown`` below the threshold), probability, top_k, face.
 
     Raises:
         MlopsError: a file that is not a readable image.
@@ -108,6 +108,8 @@ def predict(model: Any, files: list[Path], threshold: float | None) -> list[dict
                     "name": str(row["name"]),
                     "probability": float(row["probability"]),
                     "top_k": json.loads(row["top_k"]),
+                    # A model that aligns faces says whether it found one (older ones have no column).
+                    "face": str(row.get("face", "whole photo")),
                 }
             )
     return answers
@@ -115,6 +117,8 @@ def predict(model: Any, files: list[Path], threshold: float | None) -> list[dict
 
 def line(answer: dict[str, Any]) -> str:
     """``photo.jpg: Ada Lovelace 0.934``; an unknown face shows the best guess it was not sure of."""
+    if answer.get("face") == "not found":
+        return f"{answer['image']}: unknown (no face found)"
     if answer["name"] == "unknown" and answer["top_k"]:
         guess = answer["top_k"][0]["name"]
         return f"{answer['image']}: unknown (best guess {guess}, {answer['probability']:.3f})"

@@ -142,6 +142,8 @@ class ExportedModel:
             ``<name>.keras``); the code finds them in ``context.artifacts``.
         config: for ``pyfunc``: the model config (``context.model_config``), also logged as
             the model's metadata (label names, input size, ...).
+        code_paths: for ``pyfunc``: Python files the model file imports, logged beside it
+            (MLflow puts them on ``sys.path`` where it loads the model).
     """
 
     flavor: Flavor
@@ -151,6 +153,7 @@ class ExportedModel:
     trusted_types: list[str] = field(default_factory=list)
     artifacts: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    code_paths: list[str] = field(default_factory=list)
 
 
 class ModelModule(Protocol):

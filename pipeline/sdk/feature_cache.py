@@ -142,6 +142,7 @@ class FeatureCache:
         compute_shard: ComputeShard,
         expect: Expected | None = None,
         shard_size: int = DEFAULT_SHARD_SIZE,
+        label: str = "features",
     ) -> Extraction:
         """Like ``get_or_compute`` for ``total`` rows computed ``shard_size`` at a time.
 
@@ -155,13 +156,14 @@ class FeatureCache:
             compute_shard: ``compute_shard(start, stop)`` makes rows ``start:stop`` of every array.
             expect: shapes of the whole arrays (``None``: any length).
             shard_size: rows per shard.
+            label: what its progress lines start with (``features``, ``align``).
 
         Returns:
             The arrays, whether they were all in the cache, and what this process computed.
         """
         from pipeline.sdk.feature_shards import ShardedExtraction  # it builds on this module
 
-        return ShardedExtraction(self, parts, total, compute_shard, expect, shard_size).run()
+        return ShardedExtraction(self, parts, total, compute_shard, expect, shard_size, label).run()
 
     def read_entry(self, path: Path, expect: Expected | None = None) -> dict[str, np.ndarray]:
         """The arrays of the entry (or shard) at ``path``, checked against its note and ``expect``.

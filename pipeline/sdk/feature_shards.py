@@ -77,6 +77,7 @@ class ShardedExtraction:
         compute_shard: makes rows ``start:stop`` of every array.
         expect: shapes of the whole arrays; ``None`` in a shape: any length.
         shard_size: rows per shard (at least 1).
+        label: what its log lines start with (``features``, ``align``).
 
     Example::
 
@@ -91,10 +92,11 @@ class ShardedExtraction:
         compute_shard: ComputeShard,
         expect: Expected | None,
         shard_size: int,
+        label: str = "features",
     ) -> None:
         if shard_size < 1:
             raise ValueError(f"shard_size must be at least 1, not {shard_size}")
-        self.cache, self.parts, self.total = cache, parts, total
+        self.cache, self.parts, self.total, self.label = cache, parts, total, label
         self.compute_shard, self.expect, self.log = compute_shard, expect, cache.log
         self.key = cache.key(parts)
         self.path = cache.path(self.key)
@@ -125,7 +127,7 @@ class ShardedExtraction:
         found = sum(1 for i in range(len(self.ranges)) if _complete(self.shard_path(i)))
         size = self.ranges[0][1] - self.ranges[0][0]
         there = f"; {found} already there, resuming" if found else ""
-        self.log(f"features: extracting {self.key[:12]} in {len(self.ranges)} shard(s) of {size} images{there}")
+        self.log(f"{self.label}: extracting {self.key[:12]} in {len(self.ranges)} shard(s) of {size} images{there}")
 
     def _work_through_shards(self) -> bool:
         """Compute every free shard, then wait for the held ones; False when another worker published."""
@@ -137,7 +139,7 @@ class ShardedExtraction:
             if outcome is _Shard.HELD:
                 held.append(index)
         for index in held:
-            self.log(f"features: shard {index + 1}/{len(self.ranges)} is being computed by another worker; waiting")
+            self.log(f"{self.label}: shard {index + 1}/{len(self.ranges)} is being computed by another worker; waiting")
             if self._shard(index, block=True) is _Shard.PUBLISHED:
                 return False
         return True
@@ -169,7 +171,7 @@ class ShardedExtraction:
         self.result.images += stop - start
         self.result.seconds += seconds
         rate = (stop - start) / seconds if seconds > 0 else float("inf")
-        self.log(f"features: shard {index + 1}/{len(self.ranges)} ({stop}/{self.total} images) {rate:.0f} img/s")
+        self.log(f"{self.label}: shard {index + 1}/{len(self.ranges)} ({stop}/{self.total} images) {rate:.0f} img/s")
 
     def _read_shard(self, index: int) -> dict[str, np.ndarray] | None:
         """Shard ``index``'s arrays, or None when missing or damaged (said in one line)."""
@@ -186,7 +188,7 @@ class ShardedExtraction:
         except Exception as error:  # any parser error: never trust it
             reason = error if isinstance(error, DamagedEntry) else f"{type(error).__name__}: {error}"
             first = str(reason).splitlines()[0] if str(reason) else type(error).__name__
-            self.log(f"features: shard {index + 1}/{len(self.ranges)} damaged ({first}); recomputing")
+            self.log(f"{self.label}: shard {index + 1}/{len(self.ranges)} damaged ({first}); recomputing")
             return None
 
     def _publish(self) -> dict[str, np.ndarray] | None:
@@ -202,7 +204,8 @@ class ShardedExtraction:
             FeatureCache.check(arrays, self.expect)  # a compute that disagrees with expect: a bug, stop
             self.cache.write_entry(self.path, self.parts, arrays)
             shutil.rmtree(self.folder, ignore_errors=True)
-        self.log(f"features: published {self.key[:12]} ({self.total} images, {len(self.ranges)} shards) at {self.path}")
+        count = len(self.ranges)
+        self.log(f"{self.label}: published {self.key[:12]} ({self.total} images, {count} shards) at {self.path}")
         return arrays
 
     def _published_entry(self) -> dict[str, np.ndarray] | None:

@@ -149,7 +149,11 @@ class Tracker:
         from mlflow.models import infer_signature
 
         if exported.flavor == "pyfunc":
-            with tempfile.TemporaryDirectory(prefix="mlops-export-") as folder, mlflow.start_run(run_id=run_id):
+            with (
+                tempfile.TemporaryDirectory(prefix="mlops-export-") as folder,
+                _code_on_path(exported.code_paths),
+                mlflow.start_run(run_id=run_id),
+            ):
                 info = mlflow.pyfunc.log_model(name="model", **_pyfunc_arguments(exported, Path(folder)))
             return str(info.model_uri)
         flavor = {"keras": mlflow.keras, "sklearn": mlflow.sklearn}[exported.flavor]
@@ -230,8 +234,28 @@ def save_model(exported: Any, path: Path) -> None:
     """Write a ``pyfunc`` export as an MLflow model folder at ``path`` (what ``log_model`` logs)."""
     import mlflow
 
-    with tempfile.TemporaryDirectory(prefix="mlops-export-") as folder:
+    with tempfile.TemporaryDirectory(prefix="mlops-export-") as folder, _code_on_path(exported.code_paths):
         mlflow.pyfunc.save_model(str(path), **_pyfunc_arguments(exported, Path(folder)))
+
+
+@contextlib.contextmanager
+def _code_on_path(code_paths: Sequence[str]) -> Iterator[None]:
+    """The folders of ``code_paths`` on ``sys.path`` while a models-from-code file is saved.
+
+    MLflow runs the file at save time (to infer the signature from the input example) without
+    its ``code_paths`` on ``sys.path``, which it adds only where it loads the saved model; the
+    file's ``import`` of them would fail at save time alone.
+    """
+    import sys
+
+    folders = [str(Path(code).resolve().parent) for code in code_paths]
+    added = [folder for folder in dict.fromkeys(folders) if folder not in sys.path]
+    sys.path[:0] = added
+    try:
+        yield
+    finally:
+        for folder in added:
+            sys.path.remove(folder)
 
 
 def _pyfunc_arguments(exported: Any, folder: Path) -> dict[str, Any]:
@@ -255,6 +279,7 @@ def _pyfunc_arguments(exported: Any, folder: Path) -> dict[str, Any]:
         "metadata": dict(exported.config),
         "input_example": exported.input_example,
         "pip_requirements": exported.pip_requirements or None,
+        "code_paths": list(exported.code_paths) or None,
     }
 
 

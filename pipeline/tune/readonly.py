@@ -72,9 +72,12 @@ def open_readonly(url: str) -> RDBStorage:
         )
         storage.get_all_studies()  # proves the tables are Optuna's, now rather than mid-report
     except Exception as error:
-        first = (str(error).strip().splitlines() or [""])[0]
+        # Optuna wraps every database error in a StorageInternalError saying only "during the commit".
+        inner = error.__cause__ if isinstance(error, optuna.exceptions.StorageInternalError) else None
+        cause = inner or error
+        first = (str(cause).strip().splitlines() or [""])[0]
         raise MlopsError(
-            f"study storage {redact(url)} cannot be read ({type(error).__name__}: {first}); "
+            f"study storage {redact(url)} cannot be read ({type(cause).__name__}: {first}); "
             "fix --storage, or run `mlops tune` once if a killed process left it mid-write"
         ) from None
     return storage

@@ -17,7 +17,8 @@ from tests.conftest import SHARED
 ROOT = Path(__file__).resolve().parents[2]
 PLUGIN = load_plugin(ROOT / "models" / "face_vgg16")
 model = PLUGIN.module
-align = __import__("mlops_models.face_vgg16.align", fromlist=["FaceAligner"])
+align = __import__("mlops_models.face_vgg16.align", fromlist=["align_faces"])
+aligner = __import__("mlops_models.face_vgg16.face_aligner", fromlist=["FaceAligner"])
 faces = __import__("mlops_models.face_vgg16.faces", fromlist=["load_faces"])
 LFW_RAW = SHARED / "scikit_learn_data" / "lfw_home" / "lfw_funneled"
 PEOPLE = ("Colin_Powell", "Tony_Blair")
@@ -57,7 +58,7 @@ def context(tmp_path: Path, data: dict[str, object], lines: list[str]) -> StudyC
 
 @pytest.fixture(scope="module")
 def aligner_112() -> object:
-    return align.FaceAligner(112)
+    return aligner.FaceAligner(112)
 
 
 def test_similarity_transform_recovers_a_rotation_scale_and_shift() -> None:
@@ -65,7 +66,7 @@ def test_similarity_transform_recovers_a_rotation_scale_and_shift() -> None:
     rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
     source = np.array([[90.0, 110.0], [160.0, 108.0], [125.0, 140.0], [98.0, 170.0], [152.0, 168.0]])
     target = source @ (scale * rotation).T + shift
-    matrix = align.similarity_transform(source, target)
+    matrix = aligner.similarity_transform(source, target)
     np.testing.assert_allclose(matrix, np.hstack([scale * rotation, shift[:, None]]), atol=1e-9)
 
 
@@ -88,10 +89,10 @@ def test_aligned_eye_centres_land_on_the_template(aligner_112: object) -> None:
     photos = [rgb(raw_photo(person, number)) for person in PEOPLE for number in (1, 2, 3)]
     crops, found = aligner_112.align(photos)
     assert found.all()
-    template_eyes = align.ARCFACE_112[:2]
+    template_eyes = aligner.ARCFACE_112[:2]
     for photo, crop in zip(photos, crops, strict=True):
         (before,) = aligner_112.landmarks([photo])
-        matrix = align.similarity_transform(before, aligner_112.template)
+        matrix = aligner.similarity_transform(before, aligner_112.template)
         fitted_eyes = before[:2] @ matrix[:, :2].T + matrix[:, 2]
         (after,) = aligner_112.landmarks([crop])
         assert after is not None, "no face found again in the aligned crop"
@@ -140,6 +141,9 @@ def test_aligned_crops_are_cached_so_alignment_runs_once(tmp_path: Path) -> None
     second_lines: list[str] = []
     second = align.align_faces(context(tmp_path, data, second_lines), faces.load_faces(data))
     assert any(line.startswith("align: 4 images in") for line in first_lines)
+    # The shard machinery speaks of alignment here, not of features.
+    assert any(line.startswith("align: published ") for line in first_lines)
+    assert not any(line.startswith("features:") for line in first_lines)
     assert [line.split(" (")[0] for line in second_lines] == ["align: crops reused from the cache"]
     np.testing.assert_array_equal(first.images, second.images)
 

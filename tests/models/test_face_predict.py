@@ -44,7 +44,7 @@ def saved(offline_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory)
     split = {"train": features, "val": features, "test": features}
     labels = {k: loaded.labels for k in split}
     data = model.FaceData(
-        split, labels, loaded.names, loaded.images[:2], loaded.images, str(FACE_WEIGHTS), SIZE, 0, None
+        split, labels, loaded.names, loaded.images, list(loaded.images), str(FACE_WEIGHTS), SIZE, 0, None
     )
     folder = tmp_path_factory.mktemp("predict")
     params = {**model._DEFAULTS, "epochs": 60, "dropout": 0.0, "learning_rate": 3e-3}
@@ -107,7 +107,7 @@ def test_below_the_threshold_the_answer_is_unknown(saved: dict[str, Any]) -> Non
 def test_signature_example_and_metadata_say_what_the_model_takes(saved: dict[str, Any]) -> None:
     info = mlflow.models.get_model_info(saved["path"])
     assert info.signature.inputs.input_names() == ["image"]
-    assert info.signature.outputs.input_names() == ["name", "probability", "top_k"]
+    assert info.signature.outputs.input_names() == ["name", "probability", "top_k", "face"]
     assert info.signature.params.to_dict() == [
         {"name": "threshold", "type": "double", "default": model.THRESHOLD, "shape": None}
     ]
@@ -126,7 +126,7 @@ def test_the_promotion_gate_scores_the_registered_model_like_its_head(saved: dic
     on_features = model.evaluate(data, result)
     assert on_images.n == 400
     assert np.array_equal(on_images.y_pred, on_features.y_pred)
-    other = model.FaceData(data.features, data.labels, data.names[:-1], data.images_example, data.test_images,
+    other = model.FaceData(data.features, data.labels, data.names[:-1], data.test_images, data.test_photos,
                            data.weights, SIZE, 0, None)  # fmt: skip
     with pytest.raises(ValueError, match="names 40 people, these data 39"):
         model.evaluate(other, TrainResult(float("nan"), registered))

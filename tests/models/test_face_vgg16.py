@@ -98,8 +98,8 @@ def test_head_overfits_one_batch(tmp_path: Path) -> None:
         {"train": x, "val": x, "test": x},
         {"train": y, "val": y, "test": y},
         ["a", "b", "c", "d"],
-        np.zeros((1, 32, 32, 3), np.uint8),
         np.zeros((32, 32, 32, 3), np.uint8),
+        list(np.zeros((32, 32, 32, 3), np.uint8)),
         "none",
         32,
         0,
@@ -299,7 +299,7 @@ def test_a_registered_full_model_is_scored_on_the_test_images_like_its_head(tmp_
     features = backbone.feature_extractor(backbone.load_base("none", 32, 0))(images)
     y = np.arange(24) % 3
     split = {"train": features, "val": features, "test": features}
-    data = model.FaceData(split, {k: y for k in split}, ["a", "b", "c"], images[:2], images, "none", 32, 0, None)
+    data = model.FaceData(split, {k: y for k in split}, ["a", "b", "c"], images, list(images), "none", 32, 0, None)
     params = {**model._DEFAULTS, "epochs": 5}
     result = model.train(data, params, TrialContext(0, 0, lambda e, m: None, tmp_path))
     save_model(model.export(data, result), tmp_path / "registered")  # as the registry stores it
@@ -308,6 +308,6 @@ def test_a_registered_full_model_is_scored_on_the_test_images_like_its_head(tmp_
     on_images = model.evaluate(data, TrainResult(float("nan"), full))
     assert on_images.n == 24
     assert np.array_equal(on_images.y_pred, on_features.y_pred)
-    other = model.FaceData(split, {k: y for k in split}, ["a", "b"], images[:2], images, "none", 32, 0, None)
+    other = model.FaceData(split, {k: y for k in split}, ["a", "b"], images, list(images), "none", 32, 0, None)
     with pytest.raises(ValueError, match="names 3 people, these data 2"):
         model.evaluate(other, TrainResult(float("nan"), full))
