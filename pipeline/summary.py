@@ -197,6 +197,7 @@ class TuneSummary:
     feature_cache_hit: bool | None = None
     plots: dict[str, str] = field(default_factory=dict)  # title -> PNG path
     stage_seconds: dict[str, float] = field(default_factory=dict)  # setup, prepare, features, search, finish
+    data_notes: list[str] = field(default_factory=list)  # the model's prepare on its data: photos skipped, ...
     run_dir: str = ""
     exit_code: int = 0
 

@@ -73,6 +73,7 @@ def align_faces(ctx: StudyContext, faces: Faces) -> Faces:
     if missing:
         what = "kept whole (data.align_fallback=whole)" if fallback == "whole" else "skipped"
         ctx.log(f"align: no face found in {missing} of {len(found)} image(s); {what}")
+        ctx.notes.append(f"no face found in {missing} of {len(found)} photos: {what}")
     # A photo without a face keeps the whole-photo image the loader made.
     images = np.where(found[:, None, None, None], crops, faces.images)
     aligned = replace(faces, images=images)

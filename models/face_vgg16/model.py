@@ -144,6 +144,10 @@ def _features(ctx: StudyContext, faces: Faces) -> np.ndarray:
         ctx.log(f"features: {result.images} images through VGG16 in {time.perf_counter() - started:.1f}s")
     else:
         ctx.log(f"features: extracted by other workers ({result.path})")
+    if faces.skipped:
+        ctx.notes.append(f"{faces.skipped} unreadable image(s) skipped (data.on_bad_image=skip)")
+    if faces.duplicates:
+        ctx.notes.append(f"{faces.duplicates} image(s) are filed under two people; remove the wrong copy")
     ctx.facts.update(
         {
             "data_fingerprint": data_id,

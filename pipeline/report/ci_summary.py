@@ -160,6 +160,8 @@ def render_markdown(
             lines += [f"Restarted {fmt.escape_markdown(summary.restarts)} time(s) after a crash.", ""]
         if summary.registered_model:
             lines += [f"Registered model: {fmt.escape_markdown(summary.registered_model)}", ""]
+        if summary.data_notes:
+            lines += [f"Data: {fmt.escape_markdown(fmt.one_line(note))}" for note in summary.data_notes] + [""]
         lines += _promotion(summary)
         params = summary.best.params if summary.best else {}
         if params:

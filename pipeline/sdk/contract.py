@@ -55,6 +55,9 @@ class StudyContext:
         log: prints one progress line for the user.
         feature_shard_size: images per shard of a sharded feature extraction (setting
             ``feature_shard_size``).
+        facts: what ``prepare`` learned (counts, fingerprints), logged as tags of the MLflow run.
+        notes: what the report (e-mail, CI summary) must tell a person about the data, a
+            sentence each, e.g. how many photos were skipped and why.
     """
 
     manifest: ModelManifest
@@ -63,7 +66,8 @@ class StudyContext:
     seed: int
     cache_dir: Path
     log: Callable[[str], None] = print
-    facts: dict[str, Any] = field(default_factory=dict)  # what prepare learned, logged to MLflow
+    facts: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     feature_shard_size: int = DEFAULT_SHARD_SIZE
 
 

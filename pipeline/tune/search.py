@@ -197,6 +197,7 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     tracker.log(parent_id, metrics={f"stage_seconds.{k}": v for k, v in summary.stage_seconds.items()})
     summary.wall_seconds = time.perf_counter() - started
     summary.feature_cache_hit = context.facts.get("feature_cache_hit")
+    summary.data_notes = [str(note) for note in context.notes]
     summary.exit_code = ExitCode.OK if summary.goal_met else ExitCode.GOAL_NOT_MET
     summary.write(run_dir / "summary.json")
     tracker.log_artifact(parent_id, str(run_dir / "summary.json"))

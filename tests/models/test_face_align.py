@@ -201,6 +201,7 @@ def test_prepare_aligns_folder_photos_by_default_and_reports_the_photos_without_
         1,
         10,
     )
+    assert ctx.notes == ["no face found in 1 of 11 photos: skipped"]  # what the e-mail and CI summary say
 
 
 def test_a_folder_without_any_face_is_one_error_line(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from pipeline.sdk.contract import Evaluation, ExportedModel, TrainResult
 
 
 def prepare(ctx):
+    ctx.notes.extend(ctx.params.get("notes", []))  # what the report tells about the data
     return dict(ctx.params)
 
 
@@ -60,10 +61,13 @@ def export(data, result):
 """
 
 
-def write_stub(folder: Path, *, epochs: int = 2, sleep: float = 0.0, target: float = 1.0, name: str = "stub") -> Path:
+def write_stub(
+    folder: Path, *, epochs: int = 2, sleep: float = 0.0, target: float = 1.0, name: str = "stub", notes: str = "[]"
+) -> Path:
     """A model folder with the goal ``val_accuracy >= target``.
 
-    1.0 is never met (``x`` stays below 0.9); 0.1 is met by any trial.
+    1.0 is never met (``x`` stays below 0.9); 0.1 is met by any trial. ``notes`` (a YAML
+    list) are what its ``prepare`` says about the data.
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.py").write_text(MODEL_PY)
@@ -73,7 +77,7 @@ kind: regression
 framework: scikit-learn
 goal: {{metric: val_accuracy, direction: maximize, target: {target}}}
 tune: {{seed: 7, pruner: none, timeout: 300}}
-params: {{epochs: {epochs}, sleep: {sleep}}}
+params: {{epochs: {epochs}, sleep: {sleep}, notes: {notes}}}
 search_space:
   x: {{type: float, low: 0.5, high: 0.9}}
   k: {{type: int, low: 1, high: 1000}}

@@ -99,6 +99,7 @@ def _context(event: str, model: str, summary: TuneSummary | None, error: str | N
         "registered_model": summary.registered_model,
         "study": summary.study_name,
         "promotion": _promotion(summary),
+        "data_notes": [fmt.one_line(note) for note in summary.data_notes],
     }
     return ctx
 

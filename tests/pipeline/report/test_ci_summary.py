@@ -302,3 +302,12 @@ def test_the_promotion_verdict_both_scores_and_the_reason_are_shown_escaped(tmp_
     assert "| champion | 2 | 0.93 | \\[0.90, 0.95\\] | rescored |" in lines
     assert f"Why: {ESCAPED}" in lines and PAYLOAD not in markdown
     assert "Promotion:" not in render_markdown([make_summary(tmp_path)])  # nothing registered, nothing to show
+
+
+def test_the_data_notes_are_shown_escaped_under_their_model(tmp_path: Path) -> None:
+    notes = ["no face found in 12 of 3023 photos: skipped", PAYLOAD]
+    markdown = render_markdown([make_summary(tmp_path, data_notes=notes)])
+    lines = markdown.splitlines()
+    assert "Data: no face found in 12 of 3023 photos: skipped" in lines
+    assert f"Data: {ESCAPED}" in lines and PAYLOAD not in markdown
+    assert "Data:" not in render_markdown([make_summary(tmp_path)])

@@ -783,3 +783,16 @@ def test_the_mail_shows_the_promotion_verdict_both_scores_and_the_reason(tmp_pat
     assert "  champion test_accuracy:   could not be scored, v2 (unscored)" in text
     text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path)))
     assert "Promotion:" not in text  # no registration, no gate
+
+
+def test_the_mail_says_what_prepare_noted_about_the_data(tmp_path: Path) -> None:
+    from pipeline.report.notify.message import build_message
+
+    notes = ["no face found in 12 of 3023 photos: skipped", "1 unreadable image(s) <skipped>"]
+    text, html = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path, data_notes=notes)))
+    assert "Data:             no face found in 12 of 3023 photos: skipped" in text.splitlines()
+    assert "Data:             1 unreadable image(s) <skipped>" in text.splitlines()
+    assert '<th align="left">Data</th><td>no face found in 12 of 3023 photos: skipped</td>' in html
+    assert "&lt;skipped&gt;" in html and "<skipped>" not in html
+    text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path)))
+    assert "Data:" not in text

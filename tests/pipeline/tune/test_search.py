@@ -60,7 +60,8 @@ def runs_of(tracking_uri: str, experiment: str) -> list:
 
 def test_a_met_goal_exits_0_and_registers_the_champion(tmp_path: Path, tracking_uri: str) -> None:
     printed: list[str] = []
-    summary = tune(stub(tmp_path, target=0.1), stub_settings(tmp_path, tracking_uri, max_trials=3), printed.append)
+    model = stub(tmp_path, target=0.1, notes='["2 of 9 photos skipped"]')
+    summary = tune(model, stub_settings(tmp_path, tracking_uri, max_trials=3), printed.append)
     name = model_name(tmp_path)
     assert summary.exit_code == ExitCode.OK and summary.goal_met
     assert summary.trials_total == 1  # the first trial met the goal: the search stopped there
@@ -68,6 +69,7 @@ def test_a_met_goal_exits_0_and_registers_the_champion(tmp_path: Path, tracking_
     assert any(line.startswith("goal met: best val_accuracy") for line in printed)
     on_disk = json.loads((tmp_path / "runs" / name / "summary.json").read_text())
     assert on_disk["goal_met"] is True and on_disk["registered_model"] == f"{name}/1"
+    assert on_disk["data_notes"] == ["2 of 9 photos skipped"]  # what prepare noted, for the e-mail and CI summary
     champion = MlflowClient(tracking_uri=tracking_uri).get_model_version_by_alias(name, "champion")
     assert champion.run_id == summary.best.mlflow_run_id  # type: ignore[union-attr]
     runs = runs_of(tracking_uri, name)
