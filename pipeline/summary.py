@@ -171,6 +171,19 @@ class Promotion:
         return cls(**data)
 
 
+def _staged(data: Any) -> dict[str, Any]:
+    """``TuneSummary.staged`` checked as read: numbers by stage, keyed by the stage's value."""
+    if not isinstance(data, dict) or not isinstance(data.get("param"), str):
+        raise ValueError("staged must be a mapping with a param name")
+    checked: dict[str, Any] = {"param": data["param"]}
+    for key, kind in (("seconds", float), ("trials", int), ("opened", int)):
+        part = data.get(key) or {}
+        if not isinstance(part, dict):
+            raise ValueError(f"staged.{key} must map stage values to numbers")
+        checked[key] = {str(stage): kind(value) for stage, value in part.items()}
+    return checked
+
+
 @dataclass
 class TuneSummary:
     """Everything a person wants to know after a search (JSON round-trippable)."""
@@ -198,6 +211,9 @@ class TuneSummary:
     plots: dict[str, str] = field(default_factory=dict)  # title -> PNG path
     stage_seconds: dict[str, float] = field(default_factory=dict)  # setup, prepare, features, search, finish
     data_notes: list[str] = field(default_factory=list)  # the model's prepare on its data: photos skipped, ...
+    # A staged search's time by its parameter's value (pipeline/tune/staged.py): {"param",
+    # "seconds": {"0": s}, "trials": {"0": n}, "opened": {"1": first trial}}; None: not staged.
+    staged: dict[str, Any] | None = None
     run_dir: str = ""
     exit_code: int = 0
 
@@ -224,6 +240,8 @@ class TuneSummary:
             data["best"] = BestTrial(**best)
         if data.get("promotion") is not None:  # absent from summaries written before the gate
             data["promotion"] = Promotion.from_dict(data["promotion"])
+        if data.get("staged") is not None:  # absent from summaries written before staged searches
+            data["staged"] = _staged(data["staged"])
         return cls(**data)
 
     @classmethod

@@ -92,3 +92,36 @@ def extract_features(base: Any, images: np.ndarray, batch_size: int = 32, progre
     features = feature_extractor(base, batch_size)(images, bar.update)
     bar.close()
     return features
+
+
+# Where a fine-tuning trial cuts VGG16 (``fine_tune_blocks`` -> the last frozen layer): its
+# output is cached, and only the blocks after it are trained.
+CUT_LAYERS = {1: "block4_pool", 2: "block3_pool"}
+
+
+def block_extractor(base: Any, layer: str | None, mirror: bool, batch_size: int = 32) -> Callable[..., np.ndarray]:
+    """A function from images (uint8 RGB) to ``layer``'s output (``None``: the pooled features).
+
+    Only the blocks up to ``layer`` run. ``mirror``: the images are flipped left-right first
+    (the one cached pass behind ``data.flip``).
+    """
+    import keras
+    import tensorflow as tf
+
+    preprocess = keras.applications.vgg16.preprocess_input
+    prefix = keras.Model(base.input, base.get_layer(layer).output) if layer else base
+
+    @tf.function(reduce_retracing=True)
+    def outputs(batch: Any) -> Any:
+        out = prefix(batch, training=False)
+        return out if layer else tf.reduce_mean(out, axis=(1, 2))
+
+    def extract(images: np.ndarray) -> np.ndarray:
+        chunks = []
+        for begin in range(0, len(images), batch_size):
+            batch = images[begin : begin + batch_size]
+            batch = batch[:, :, ::-1] if mirror else batch
+            chunks.append(outputs(tf.constant(preprocess(batch.astype(np.float32)))).numpy().astype(np.float32))
+        return np.concatenate(chunks)
+
+    return extract

@@ -11,7 +11,7 @@ import base64
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,18 +21,26 @@ from pipeline.sdk import (
     Evaluation,
     ExportedModel,
     FeatureCache,
+    MlopsError,
     StudyContext,
     TrainResult,
     TrialContext,
     fingerprint,
     split_fractions,
 )
-from pipeline.sdk.keras import dense_classifier, evaluate_classifier, train_new_classifier
+from pipeline.sdk.keras import (
+    dense_classifier,
+    evaluate_classifier,
+    fit_classifier,
+    make_optimizer,
+    train_new_classifier,
+)
 
 from .align import ALIGNER, align_faces, align_mode, alignment_identity
-from .backbone import feature_extractor, load_base, weights_identity
+from .backbone import CUT_LAYERS, block_extractor, feature_extractor, load_base, weights_identity
 from .face_aligner import DETECTOR, decode_photo
 from .faces import Faces, load_faces, split
+from .finetune import TOP_NAME, fine_tune_blocks, full_model_weights, inputs_for, train_head_then_blocks
 
 TOP_K = 5  # names the registered model answers with, best first
 THRESHOLD = 0.5  # below this probability the registered model answers "unknown" (a stranger)
@@ -67,6 +75,12 @@ class FaceData:
     patience: int | None
     alignment: str = "none"  # data.align: the served model aligns photos the same way
     align_fallback: str = "skip"  # data.align_fallback: what it does with a photo without a face
+    # fine_tune_blocks k >= 1: the cached output of the cut layer (CUT_LAYERS[k]) per split,
+    # extracted by ``load_cut(k)`` when the first trial fine-tuning k blocks starts.
+    cuts: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    # data.flip: the mirrored photos' cached inputs of the train split, per fine_tune_blocks (0: features).
+    mirrored: dict[int, np.ndarray] = field(default_factory=dict)
+    load_cut: Callable[[int], None] = field(default=lambda blocks: None, repr=False)
 
 
 def prepare(ctx: StudyContext) -> FaceData:
@@ -75,7 +89,25 @@ def prepare(ctx: StudyContext) -> FaceData:
     align_mode(options)  # data.align=mtcnn on cropped data: one line before any photo is read
     faces = align_faces(ctx, load_faces(options))  # raw photos -> aligned crops (data.align)
     parts = split(faces, *split_fractions(options, ctx.manifest.path), ctx.seed)
+    max_fine_tune_blocks(ctx)  # a bad fine_tune_blocks range: one line now, not in the tenth trial
     features = _features(ctx, faces)
+    flip = bool(options.get("flip", False))
+    # Only the train split's mirror images: validation and test are scored on the faces as they are.
+    mirrored = {0: _features(ctx, faces, mirror=True)[parts["train"]]} if flip else {}
+    cuts: dict[int, dict[str, np.ndarray]] = {}
+
+    def load_cut(blocks: int) -> None:  # the first trial that fine-tunes ``blocks`` pays for their inputs
+        if blocks in cuts:
+            return
+        outputs = _features(ctx, faces, CUT_LAYERS[blocks])
+        cuts[blocks] = {name: outputs[index] for name, index in parts.items()}
+        if flip:
+            mirrored[blocks] = _features(ctx, faces, CUT_LAYERS[blocks], mirror=True)[parts["train"]]
+        held = sum(a.nbytes for a in cuts[blocks].values()) + (mirrored[blocks].nbytes if flip else 0)
+        shape = "x".join(map(str, outputs.shape[1:]))
+        ctx.log(f"features: {CUT_LAYERS[blocks]} outputs ({shape} per face) for fine_tune_blocks={blocks}: "
+                f"{held / 1e6:.0f} MB in memory")  # fmt: skip
+
     ctx.facts.update(
         {
             "n_train": len(parts["train"]),
@@ -100,7 +132,21 @@ def prepare(ctx: StudyContext) -> FaceData:
         patience=ctx.params.get("patience", 10),
         alignment=alignment,
         align_fallback=str(options.get("align_fallback") or "skip"),
+        cuts=cuts,
+        mirrored=mirrored,
+        load_cut=load_cut,
     )
+
+
+def max_fine_tune_blocks(ctx: StudyContext) -> int:
+    """The most VGG16 blocks any trial may fine-tune: the search space's ``fine_tune_blocks`` or the param."""
+    most = int(ctx.params.get("fine_tune_blocks") or 0)
+    for param in ctx.manifest.search_space.params:
+        if param.name == "fine_tune_blocks":
+            most = max(most, int(max(param.choices) if param.choices else param.high or 0))
+    if most not in (0, *CUT_LAYERS):
+        raise MlopsError(f"fine_tune_blocks up to {most}: VGG16's top blocks can be 0, 1 or 2; lower it")
+    return most
 
 
 def prepare_features(ctx: StudyContext) -> None:
@@ -110,11 +156,19 @@ def prepare_features(ctx: StudyContext) -> None:
     search run after this one reads the new entry instead of extracting.
     """
     align_mode(ctx.data)  # before any photo is read
-    _features(ctx, align_faces(ctx, load_faces(ctx.data)))
+    max_fine_tune_blocks(ctx)
+    faces = align_faces(ctx, load_faces(ctx.data))
+    _features(ctx, faces)
+    if ctx.data.get("flip", False):
+        _features(ctx, faces, mirror=True)
+    # Block outputs for fine-tuning are left to the first trial that fine-tunes: most searches never do.
 
 
-def _features(ctx: StudyContext, faces: Faces) -> np.ndarray:
-    """The base's pooled features of every face: from the cache, or extracted in resumable shards."""
+def _features(ctx: StudyContext, faces: Faces, layer: str | None = None, mirror: bool = False) -> np.ndarray:
+    """The base's pooled features of every face, or the output of ``layer``; from the cache or extracted.
+
+    Extracted in resumable shards. ``mirror``: of the left-right mirrored faces.
+    """
     size = int(ctx.data.get("input_size", 64))
     weights = str(ctx.params.get("weights", "imagenet"))
     data_id = fingerprint(faces.images, faces.labels)
@@ -126,18 +180,28 @@ def _features(ctx: StudyContext, faces: Faces) -> np.ndarray:
         "preprocessing": PREPROCESSING,
         "alignment": alignment_identity(ctx.data),  # the data fingerprint covers the crops; this names them
     }
+    if layer or mirror:  # the pooled features keep the key they always had; other entries say what they hold
+        key.update({"output": layer or "pooled", "mirror": mirror})
     extractor: list[Callable[..., np.ndarray]] = []  # made on the first shard: a cache hit never loads VGG16
 
     def compute_shard(start: int, stop: int) -> dict[str, np.ndarray]:
         if not extractor:
-            extractor.append(feature_extractor(load_base(weights, size, ctx.seed)))
+            base = load_base(weights, size, ctx.seed)
+            extractor.append(block_extractor(base, layer, mirror) if layer or mirror else feature_extractor(base))
         return {"features": extractor[0](faces.images[start:stop])}
 
     started = time.perf_counter()
-    # One 512-wide vector (VGG16's last block, pooled) per image: an entry that differs is recomputed.
-    expect = {"features": (len(faces.labels), 512)}
+    # One 512-wide vector per image (VGG16's last block, pooled), or the layer's feature maps:
+    # an entry that differs is recomputed.
+    count = len(faces.labels)
+    expect = {"features": (count, 512) if layer is None else (count, None, None, None)}
     cache = FeatureCache(ctx.cache_dir, log=ctx.log)
-    result = cache.get_or_compute_sharded(key, len(faces.labels), compute_shard, expect, ctx.feature_shard_size)
+    result = cache.get_or_compute_sharded(key, count, compute_shard, expect, ctx.feature_shard_size)
+    if layer or mirror:
+        what = f"{layer or 'pooled features'}{' of the mirrored faces' if mirror else ''}"
+        took = "reused from the cache" if result.hit else f"extracted in {time.perf_counter() - started:.1f}s"
+        ctx.log(f"features: {what} {took} ({result.path})")
+        return result.arrays["features"]
     if result.hit:
         ctx.log(f"features: reused from the cache ({result.path})")
     elif result.images:
@@ -171,10 +235,30 @@ def build_head(data: FaceData, params: dict[str, Any]) -> Any:
 
 
 def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainResult:
-    """Fit one head on the cached features; resumes from ``trial.checkpoint_dir``."""
+    """Fit one head on the cached features, or fine-tune VGG16's top blocks with it (``fine_tune_blocks``).
+
+    Resumes from ``trial.checkpoint_dir``.
+    """
+    import keras
+
     params = {**_DEFAULTS, **params}
-    build = lambda: build_head(data, params)  # noqa: E731  (built after the seed is set)
-    return train_new_classifier(build, params, data.features, data.labels, trial, data.patience)
+    if fine_tune_blocks(params) == 0 and 0 not in data.mirrored:
+        build = lambda: build_head(data, params)  # noqa: E731  (built after the seed is set)
+        return train_new_classifier(build, params, data.features, data.labels, trial, data.patience)
+    keras.utils.set_random_seed(trial.seed)
+    head = build_head(data, params)
+    if fine_tune_blocks(params) > 0:
+        return train_head_then_blocks(data, params, trial, head, data.patience)
+    outcome = fit_classifier(  # the head alone, each epoch on a random mix of faces and their mirror images
+        head,
+        make_optimizer(params["optimizer"], float(params["learning_rate"])),
+        (data.features["train"], data.labels["train"]),
+        (data.features["val"], data.labels["val"]),
+        epochs=int(params["epochs"]), batch_size=int(params["batch_size"]), seed=trial.seed,
+        checkpoint_dir=trial.checkpoint_dir, report=trial.report, patience=data.patience, log=trial.log,
+        mirrored=data.mirrored[0],
+    )  # fmt: skip
+    return TrainResult(outcome.best_value, head, outcome.history, n_val=len(data.labels["val"]))
 
 
 def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
@@ -187,14 +271,14 @@ def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
     Raises:
         ValueError: a registered model whose classes are not these data's people (it cannot be scored here).
     """
-    model, features, labels = result.model, data.features["test"], data.labels["test"]
+    model, labels = result.model, data.labels["test"]
     if hasattr(model, "probabilities"):  # the registered pyfunc model: raw uint8 images in
         if list(model.names) != list(data.names):
             raise ValueError(f"the model names {len(model.names)} people, these data {len(data.names)}")
         predicted = model.probabilities(data.test_photos).argmax(axis=1)
         return Evaluation(float((predicted == labels).mean()), len(labels), labels, predicted, data.names)
-    if tuple(model.input_shape[1:]) == features.shape[1:]:
-        return evaluate_classifier(model, features, labels, data.names)
+    if len(model.input_shape) != 4 or tuple(model.input_shape[1:3]) != (data.size, data.size):
+        return evaluate_classifier(model, inputs_for(data, model, "test"), labels, data.names)  # a trained head
     import keras
 
     if model.output_shape[-1] != len(data.names):
@@ -215,9 +299,11 @@ def export(data: FaceData, result: TrainResult) -> ExportedModel:
     import pandas as pd
 
     base = load_base(data.weights, data.size, data.seed)
+    tuned = any(layer.name == TOP_NAME for layer in result.model.layers)
+    head = full_model_weights(base, result.model) if tuned else result.model  # fine-tuned blocks go into the base
     inputs = keras.Input((data.size, data.size, 3), name="image")
     pooled = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
-    model = keras.Model(inputs, result.model(pooled), name="face_vgg16")
+    model = keras.Model(inputs, head(pooled), name="face_vgg16")
     config = {
         "names": list(data.names),
         "input_size": data.size,

@@ -9,7 +9,7 @@ left behind.
 from __future__ import annotations
 
 from pipeline.config.manifest import ModelManifest
-from pipeline.config.settings import TuneSettings, apply_overrides, check_folders
+from pipeline.config.settings import TuneSettings, apply_overrides, check_folders, check_staged
 from pipeline.errors import MlopsError
 
 
@@ -29,4 +29,5 @@ def check_run(manifest: ModelManifest, settings: TuneSettings) -> None:
             f"{manifest.goal.metric} is a fraction, so no model can beat the champion by that; e.g. 0.01"
         )
     apply_overrides(manifest, settings)
+    check_staged(manifest.search_space, settings)
     check_folders(settings)

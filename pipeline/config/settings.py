@@ -37,6 +37,23 @@ PRUNERS = ("median", "percentile", "hyperband", "successive_halving", "none")
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 
 
+@dataclass(frozen=True)
+class StagedSpec:
+    """A staged (cost-aware) search: cheap values of one int parameter first (``tune.staged``).
+
+    Attributes:
+        param: the search space's int parameter whose cap rises stage by stage, from its
+            ``low`` (cheapest) to its ``high``.
+        stall_trials: complete trials in a row without a new best value that open the next stage.
+    """
+
+    param: str
+    stall_trials: int = 6
+
+
+STAGED_EXAMPLE = "staged: {param: fine_tune_blocks, stall_trials: 6}"
+
+
 @dataclass
 class TuneSettings:
     """Everything that steers one search (not the model's own options)."""
@@ -70,6 +87,8 @@ class TuneSettings:
     # The commit a run records when its model folder is in no Git checkout (a container);
     # resolve_settings: the CI server's $GIT_COMMIT or $GITHUB_SHA.
     commit: str | None = None
+    # Heads first, fine-tuning when heads stall (pipeline/tune/staged.py); None: one flat search.
+    staged: StagedSpec | None = None
     # Where each setting that was set came from ("--goal", "MLOPS_GOAL", "mlops.yaml tune.goal"),
     # so a bad value's message names the place to fix it. Not a setting itself.
     origin: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -101,6 +120,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
     nullish = ("", "null") if kind.startswith("str") else ("", "none", "null")
     if isinstance(value, str) and value.lower() in nullish and "None" in kind:
         return None
+    if kind.startswith("StagedSpec"):
+        return _staged(value, where)
     try:
         if kind.startswith("bool"):
             if isinstance(value, str):
@@ -119,6 +140,54 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         return str(value)
     except (TypeError, ValueError):
         raise MlopsError(f"{where}: setting '{name}' = {value!r} is not a valid {kind.split(' ')[0]}") from None
+
+
+def _staged(value: Any, where: str) -> StagedSpec:
+    """``tune.staged`` from a mapping (YAML), or from its YAML text (``MLOPS_STAGED``)."""
+    if isinstance(value, str):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError:
+            value = None
+    if not isinstance(value, dict) or not isinstance(value.get("param"), str) or not value["param"]:
+        raise MlopsError(f"{where}: setting 'staged' = {value!r} needs an int search parameter; use {STAGED_EXAMPLE}")
+    unknown = sorted(set(value) - {"param", "stall_trials"})
+    if unknown:
+        raise MlopsError(
+            f"{where}: setting 'staged' has unknown key(s) {', '.join(map(str, unknown))}; use {STAGED_EXAMPLE}"
+        )
+    stall = value.get("stall_trials", StagedSpec.stall_trials)
+    if isinstance(stall, bool) or not isinstance(stall, int) or stall < 1:
+        raise MlopsError(
+            f"{where}: setting staged.stall_trials = {stall!r} must be a whole number of at least 1 "
+            f"(complete trials without a new best before the next stage opens); e.g. {STAGED_EXAMPLE}"
+        )
+    return StagedSpec(value["param"], stall)
+
+
+def check_staged(space: Any, settings: TuneSettings) -> None:
+    """Check ``settings.staged`` against the model's search space (a ``SearchSpace``).
+
+    Raises:
+        MlopsError: when its ``param`` is not a plain int parameter of the space.
+    """
+    spec = settings.staged
+    if spec is None:
+        return
+    where = f"setting staged.param={spec.param!r} (from {settings.source('staged')})"
+    param = next((p for p in space.params if p.name == spec.param), None)
+    if param is None:
+        names = ", ".join(p.name for p in space.params)
+        raise MlopsError(
+            f"{where}: the search space has no parameter {spec.param!r} (it has: {names}); "
+            f"fix the name or add it to search_space as {{type: int, low: 0, high: 2}}"
+        )
+    if param.type != "int" or param.per_layer:
+        what = f"a per-layer {param.type}" if param.per_layer else f"a {param.type}"
+        raise MlopsError(
+            f"{where}: {spec.param!r} is {what} parameter; staging needs a plain int one "
+            f"(search_space {spec.param}: {{type: int, low: 0, high: 2}})"
+        )
 
 
 def _apply(settings: dict[str, Any], origin: dict[str, str], layer: dict[str, Any], where: str, label: Any) -> None:

@@ -162,6 +162,9 @@ def render_markdown(
             lines += [f"Registered model: {fmt.escape_markdown(summary.registered_model)}", ""]
         if summary.data_notes:
             lines += [f"Data: {fmt.escape_markdown(fmt.one_line(note))}" for note in summary.data_notes] + [""]
+        staged = fmt.staged_text(summary)
+        if staged is not None:
+            lines += [f"{fmt.escape_markdown(staged[0])}: {fmt.escape_markdown(staged[1])}", ""]
         lines += _promotion(summary)
         params = summary.best.params if summary.best else {}
         if params:

@@ -191,6 +191,23 @@ def trials_text(summary: TuneSummary) -> str:
     )
 
 
+def staged_text(summary: TuneSummary) -> tuple[str, str] | None:
+    """A staged search's time by its parameter's value, as (label, text); ``None`` when not staged.
+
+    Example: ``("Time by fine_tune_blocks", "0: 4m 05s (18 trials), 1: 11m 02s (4 trials, from trial 18)")``.
+    """
+    staged = summary.staged
+    if not staged:
+        return None
+    opened = staged.get("opened", {})
+    parts = []
+    for value, seconds in staged.get("seconds", {}).items():
+        count = staged.get("trials", {}).get(value, 0)
+        since = f", from trial {opened[value]}" if value in opened else ""
+        parts.append(f"{value}: {format_duration(seconds)} ({count} trial{'s' if count != 1 else ''}{since})")
+    return one_line(f"Time by {staged.get('param')}"), one_line(", ".join(parts) or "no trial ran")
+
+
 def mlflow_link(summary: TuneSummary) -> tuple[str | None, str]:
     """Where to look at the run in MLflow.
 

@@ -108,7 +108,8 @@ class Tracker:
         batch = [Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()]
         for name, values in (history or {}).items():
             steps = values.items() if isinstance(values, Mapping) else enumerate(values)
-            batch.extend(Metric(f"epoch_{name}", float(v), now, int(step)) for step, v in steps)
+            curve = name if name.startswith("epoch_") else f"epoch_{name}"  # epoch_seconds, not epoch_epoch_seconds
+            batch.extend(Metric(curve, float(v), now, int(step)) for step, v in steps)
         for begin in range(0, max(len(batch), 1), 1000):  # MLflow caps a batch at 1000 metrics
             self.client.log_batch(
                 run_id,

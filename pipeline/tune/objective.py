@@ -142,7 +142,8 @@ class Objective:
         if interval:
             trial.set_user_attr(INTERVAL_ATTR, list(interval))
             metrics.update({f"{self.goal.metric}_lower95": interval[0], f"{self.goal.metric}_upper95": interval[1]})
-        self._close(run_id, params, metrics, result.history, "COMPLETE", "FINISHED", goal_met=met)
+        # The reported epochs too: what train() reported but keeps out of its history (epoch_seconds).
+        self._close(run_id, params, metrics, {**seen, **result.history}, "COMPLETE", "FINISHED", goal_met=met)
         tidy_finished(checkpoint_dir, pruned=False)
         if self.best is None or self.goal.better(result.value, self.best[1].value):
             self.best = (trial.number, result)

@@ -37,6 +37,7 @@ from pipeline.tune.objective import Objective
 from pipeline.tune.results import finish_study
 from pipeline.tune.search_run import SearchRun
 from pipeline.tune.stage_times import StageClock
+from pipeline.tune.staged import staged_search
 from pipeline.tune.study import (
     claim_parent_run,
     finished,
@@ -176,14 +177,17 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     checkpoints = run_dir / name / "checkpoints"
     run = SearchRun(plugin, data, goal, tracker, parent_id, run_dir, checkpoints, tags, settings, log)
     objective = Objective(run)
+    staged = staged_search(settings, manifest.search_space, goal, log)  # None: one flat search
     if goal_met_trials(study, goal):
         log("the goal was already met in this study; reporting its best trial")
     elif len(finished(study)) < settings.max_trials:
         streak = FailureStreak(str(manifest.folder))
+        if staged is not None:
+            staged.prime(study)
         study.optimize(
             streak.watch(objective),
             timeout=settings.timeout,
-            callbacks=[*stop_rules(settings.max_trials, goal), streak],
+            callbacks=[*stop_rules(settings.max_trials, goal), streak, *([staged] if staged else [])],
             catch=(Exception,),  # a trial's crash fails that trial; three alike stop the study
         )
         streak.raise_if_stopped(on_stop=lambda: tracker.finish(parent_id, "FAILED"))
@@ -191,6 +195,7 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     clock.lap("search")
 
     summary = finish_study(study, run, objective)
+    summary.staged = staged.summary(study) if staged is not None else None
     clock.lap("finish")
     clock.split_features(context.facts)
     summary.stage_seconds = {stage: round(seconds, 3) for stage, seconds in clock.seconds.items()}

@@ -40,14 +40,14 @@ def train(data, params, trial):
         start, history = saved["epoch"] + 1, saved["history"]
     if data.get("fail"):
         raise RuntimeError("boom")  # a broken model: the trial fails
-    value = float(params["x"])
+    value = float(params["x"]) if data.get("constant") is None else float(data["constant"])
     for epoch in range(start, int(data["epochs"])):
         time.sleep(float(data["sleep"]))
         history.append(value)
         state.write_text(json.dumps({"epoch": epoch, "history": history}))
         with open(folder / "epochs.log", "a") as log:
             log.write(f"{trial.number} {epoch}\\n")
-        trial.report(epoch, {"val_accuracy": value})
+        trial.report(epoch, {"val_accuracy": value, "epoch_seconds": float(data["sleep"])})
     model = DummyRegressor(constant=value, strategy="constant").fit(np.zeros((2, 1)), np.zeros(2))
     return TrainResult(value, model, {"val_accuracy": history}, n_val=None)
 
@@ -62,25 +62,38 @@ def export(data, result):
 
 
 def write_stub(
-    folder: Path, *, epochs: int = 2, sleep: float = 0.0, target: float = 1.0, name: str = "stub", notes: str = "[]"
+    folder: Path,
+    *,
+    epochs: int = 2,
+    sleep: float = 0.0,
+    target: float = 1.0,
+    name: str = "stub",
+    notes: str = "[]",
+    constant: float | None = None,
+    tune: str = "",
+    space: str = "",
 ) -> Path:
     """A model folder with the goal ``val_accuracy >= target``.
 
     1.0 is never met (``x`` stays below 0.9); 0.1 is met by any trial. ``notes`` (a YAML
-    list) are what its ``prepare`` says about the data.
+    list) are what its ``prepare`` says about the data. ``constant``: every trial scores
+    it (no trial after the first improves). ``tune`` (``", staged: {...}"``) and ``space``
+    (``"blocks: {type: int, low: 0, high: 2}"``) add tune settings and a search parameter.
     """
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model.py").write_text(MODEL_PY)
+    scored = "" if constant is None else f", constant: {constant}"
     (folder / "model.yaml").write_text(
         f"""name: {name}
 kind: regression
 framework: scikit-learn
 goal: {{metric: val_accuracy, direction: maximize, target: {target}}}
-tune: {{seed: 7, pruner: none, timeout: 300}}
-params: {{epochs: {epochs}, sleep: {sleep}, notes: {notes}}}
+tune: {{seed: 7, pruner: none, timeout: 300{tune}}}
+params: {{epochs: {epochs}, sleep: {sleep}, notes: {notes}{scored}}}
 search_space:
   x: {{type: float, low: 0.5, high: 0.9}}
   k: {{type: int, low: 1, high: 1000}}
+{f"  {space}" if space else ""}
 """
     )
     return folder

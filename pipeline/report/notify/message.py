@@ -100,6 +100,7 @@ def _context(event: str, model: str, summary: TuneSummary | None, error: str | N
         "study": summary.study_name,
         "promotion": _promotion(summary),
         "data_notes": [fmt.one_line(note) for note in summary.data_notes],
+        "staged": fmt.staged_text(summary),  # (label, text): where a staged search's time went
     }
     return ctx
 

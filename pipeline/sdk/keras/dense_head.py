@@ -8,13 +8,14 @@ and its ``evaluate`` scores a softmax classifier the same way, so every Keras mo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from pipeline.sdk.contract import Evaluation, TrainResult, TrialContext
 from pipeline.sdk.keras.fastfit import fit_classifier
+from pipeline.sdk.keras.grouped_optimizer import GroupedOptimizer
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 
@@ -65,6 +66,17 @@ def make_optimizer(name: str, learning_rate: float) -> Any:
     if name not in choices:
         raise ValueError(f"optimizer {name!r} is unknown; allowed: {', '.join(OPTIMIZERS)}")
     return choices[name](learning_rate)
+
+
+def make_grouped_optimizer(name: str, groups: Sequence[tuple[float, Sequence[Any]]]) -> GroupedOptimizer:
+    """One ``make_optimizer(name, learning_rate)`` per ``(learning_rate, variables)`` group.
+
+    For fine-tuning: the pretrained blocks' variables with a small rate, the head's with its own.
+
+    Raises:
+        ValueError: an unknown optimizer name, or a variable in two groups.
+    """
+    return GroupedOptimizer([(make_optimizer(name, float(rate)), variables) for rate, variables in groups])
 
 
 def train_classifier(

@@ -93,7 +93,11 @@ def test_overrides_are_checked_against_what_the_model_reads() -> None:
     for item, message in [
         ("data.input_size=big", "--set: data.input_size='big' must be a whole number (int)"),
         ("data.input_size=16", "--set: data.input_size=16 must be >= 32"),
-        ("params.weight=none", "--set: params.weight is not an option this model reads; allowed: patience, weights"),
+        (
+            "params.weight=none",
+            "--set: params.weight is not an option this model reads; allowed: feature_shift, fine_tune_blocks, "
+            "fine_tune_epochs, fine_tune_learning_rate, patience, warmup_epochs, weights",
+        ),
         ("data.x=[", "--set 'data.x=[': the value is not valid YAML"),
     ]:
         with pytest.raises(MlopsError) as error:

@@ -311,3 +311,17 @@ def test_the_data_notes_are_shown_escaped_under_their_model(tmp_path: Path) -> N
     assert "Data: no face found in 12 of 3023 photos: skipped" in lines
     assert f"Data: {ESCAPED}" in lines and PAYLOAD not in markdown
     assert "Data:" not in render_markdown([make_summary(tmp_path)])
+
+
+def test_a_staged_search_shows_where_its_time_went(tmp_path: Path) -> None:
+    staged = {
+        "param": "fine_tune_blocks",
+        "seconds": {"0": 240.0, "1": 662.0},
+        "trials": {"0": 18, "1": 4},
+        "opened": {"1": 18},
+    }
+    markdown = render_markdown([make_summary(tmp_path, staged=staged)])
+    # Parentheses are escaped (the text is untrusted); they render as written.
+    line = "Time by fine_tune_blocks: 0: 4m 00s \\(18 trials\\), 1: 11m 02s \\(4 trials, from trial 18\\)"
+    assert line in markdown.splitlines()
+    assert "Time by" not in render_markdown([make_summary(tmp_path)])  # not staged: no line

@@ -796,3 +796,17 @@ def test_the_mail_says_what_prepare_noted_about_the_data(tmp_path: Path) -> None
     assert "&lt;skipped&gt;" in html and "<skipped>" not in html
     text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path)))
     assert "Data:" not in text
+
+
+def test_the_mail_shows_where_a_staged_search_spent_its_time(tmp_path: Path) -> None:
+    from pipeline.report.notify.message import build_message
+
+    staged = {"param": "fine_tune_blocks", "seconds": {"0": 240.0, "1": 45.5}, "trials": {"0": 18, "1": 1}}
+    staged["opened"] = {"1": 18}
+    summary = make_summary(tmp_path, staged=staged)
+    text, html = bodies(build_message(settings_for(25, tmp_path), "goal_met", summary))
+    line = "0: 4m 00s (18 trials), 1: 45.5 s (1 trial, from trial 18)"
+    assert f"Time by fine_tune_blocks: {line}" in text.splitlines()
+    assert f'<th align="left">Time by fine_tune_blocks</th><td>{line}</td>' in html
+    text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path)))
+    assert "Time by" not in text

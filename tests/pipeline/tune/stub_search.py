@@ -37,7 +37,7 @@ def model_name(tmp_path: Path) -> str:
 
 
 def open_search(
-    tmp_path: Path, tracking_uri: str, *, target: float = 1.0, epochs: int = 2, **data: Any
+    tmp_path: Path, tracking_uri: str, *, target: float = 1.0, epochs: int = 2, space: str = "", **data: Any
 ) -> tuple[optuna.Study, SearchRun, list[str]]:
     """The stub model's study ``s``, its search (with an open MLflow parent run), and what it prints.
 
@@ -46,10 +46,11 @@ def open_search(
         tracking_uri: the MLflow store.
         target: the goal ``val_accuracy >= target`` (the stub scores its ``x``, 0.5 to 0.9).
         epochs: epochs per trial.
-        data: extra prepared data (``fail=True``: every trial raises).
+        space: an extra search parameter (``write_stub``'s ``space``).
+        data: extra prepared data (``fail=True``: every trial raises; ``constant=0.7``: every trial scores 0.7).
     """
     name = model_name(tmp_path)
-    plugin = load_plugin(write_stub(tmp_path / "stub", epochs=epochs, target=target, name=name))
+    plugin = load_plugin(write_stub(tmp_path / "stub", epochs=epochs, target=target, name=name, space=space))
     settings = TuneSettings(
         storage=f"sqlite:///{tmp_path / 'optuna.db'}", runs_dir=tmp_path / "runs", pruner="none", seed=7
     )

@@ -77,6 +77,9 @@ def test_a_met_goal_exits_0_and_registers_the_champion(tmp_path: Path, tracking_
     # Where the time went: every stage, in order, in summary.json, the parent run and the log.
     assert set(on_disk["stage_seconds"]) == {"setup", "prepare", "search", "finish"}
     assert 0 < sum(on_disk["stage_seconds"].values()) <= on_disk["wall_seconds"]
+    # What train reported per epoch but keeps out of its history reaches the run too.
+    seconds = MlflowClient(tracking_uri=tracking_uri).get_metric_history(summary.best.mlflow_run_id, "epoch_seconds")  # type: ignore[union-attr]
+    assert sorted(m.step for m in seconds) == [0, 1]
     parent = next(r for r in runs if r.info.run_name == "s")
     assert set(parent.data.metrics) >= {f"stage_seconds.{k}" for k in on_disk["stage_seconds"]}
     line = next(line for line in printed if line.startswith("time: "))
