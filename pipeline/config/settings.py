@@ -44,7 +44,7 @@ class StagedSpec:
     Attributes:
         param: the search space's int parameter whose cap rises stage by stage, from its
             ``low`` (cheapest) to its ``high``.
-        stall_trials: complete trials in a row without a new best value that open the next stage.
+        stall_trials: finished (complete or pruned) trials in a row without a new best value that open the next stage.
     """
 
     param: str
@@ -160,7 +160,7 @@ def _staged(value: Any, where: str) -> StagedSpec:
     if isinstance(stall, bool) or not isinstance(stall, int) or stall < 1:
         raise MlopsError(
             f"{where}: setting staged.stall_trials = {stall!r} must be a whole number of at least 1 "
-            f"(complete trials without a new best before the next stage opens); e.g. {STAGED_EXAMPLE}"
+            f"(finished trials without a new best before the next stage opens); e.g. {STAGED_EXAMPLE}"
         )
     return StagedSpec(value["param"], stall)
 

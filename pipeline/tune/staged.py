@@ -10,7 +10,7 @@
 The parameter's *cap* starts at its ``low``. Every trial runs with the parameter fixed to a
 value in ``[low, cap]`` (the cap itself while it is ``low``; else drawn uniformly, seeded from
 the study's seed and its trial count, so a rerun draws the same); the sampler draws the rest.
-When ``stall_trials`` complete trials of the current stage in a row have not beaten the
+When ``stall_trials`` complete or pruned trials of the current stage in a row have not beaten the
 study's best value, the cap rises by one step and the next trial is the best trial's
 parameters with the parameter at the new cap (the best cheap head, now fine-tuned). Once the
 cap reaches ``high`` the sampler draws the parameter like any other.
@@ -87,8 +87,8 @@ class StagedSearch:
         if not isinstance(saved, dict) or saved.get("param") != self.param:
             study.set_user_attr(STAGED_ATTR, {**self.state(study), "since": len(study.get_trials(deepcopy=False))})
             self.log(
-                f"staged: {self.param} <= {self.low} until {self.stall_trials} complete trials in a row "
-                f"bring no new best; then up to {self.high} step by step"
+                f"staged: {self.param} <= {self.low} until {self.stall_trials} finished trials in a row "
+                f"(complete or pruned) bring no new best; then up to {self.high} step by step"
             )
         if self.stopping(study) or self._open_if_stalled(study):
             return
@@ -199,9 +199,14 @@ def staged_search(
 
 
 def _stall(study: optuna.Study, start: int) -> tuple[FrozenTrial | None, int]:
-    """The study's best complete trial (the first to reach its value), and the complete trials
-    of the current stage (number ``>= start``) after it: none beat it."""
-    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    """The study's best complete trial (the first to reach its value), and the complete or pruned
+    trials of the current stage (number ``>= start``) after it: none beat it.
+
+    A pruned trial counts: the pruner stopped it for doing worse than its peers, so it brought
+    nothing better; under a median pruner most cheap trials end that way.
+    """
+    ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    complete = sorted((t for t in ended if t.state == TrialState.COMPLETE), key=lambda t: t.number)
     maximize = study.direction == StudyDirection.MAXIMIZE
     best: FrozenTrial | None = None
     best_value = 0.0
@@ -211,7 +216,7 @@ def _stall(study: optuna.Study, start: int) -> tuple[FrozenTrial | None, int]:
             best, best_value = trial, value
     if best is None:
         return None, 0
-    return best, sum(1 for t in complete if t.number > best.number and t.number >= start)
+    return best, sum(1 for t in ended if t.number > best.number and t.number >= start)
 
 
 def _seeded_number(study: optuna.Study, cap: int, source: int) -> int:

@@ -134,7 +134,8 @@ def test_tune_stages_the_search_and_a_resumed_study_keeps_its_stage(tmp_path: Pa
     on_disk = json.loads((tmp_path / "runs" / model_name(tmp_path) / "summary.json").read_text())
     assert on_disk["staged"] == summary.staged
     assert TuneSummary.from_dict(on_disk).staged == summary.staged
-    assert any(line.startswith("staged: blocks <= 0 until 2 complete trials") for line in printed)
+    opening = "staged: blocks <= 0 until 2 finished trials in a row (complete or pruned)"
+    assert any(line.startswith(opening) for line in printed)
 
     # The same command with a larger budget: stage 1 goes on (not back to 0), then stage 2 opens.
     printed.clear()
@@ -193,7 +194,7 @@ def test_a_study_resumed_in_a_new_process_keeps_its_stage(tmp_path: Path) -> Non
         (
             {"param": "blocks", "stall_trials": 0},
             BLOCKS,
-            "model.yaml tune: setting staged.stall_trials = 0 must be a whole number of at least 1 (complete "
+            "model.yaml tune: setting staged.stall_trials = 0 must be a whole number of at least 1 (finished "
             "trials without a new best before the next stage opens); e.g. staged: {param: fine_tune_blocks, "
             "stall_trials: 6}",
         ),
@@ -226,7 +227,7 @@ def test_mlops_tune_refuses_a_bad_staged_setting_with_exit_2(tmp_path: Path) -> 
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.strip().splitlines() == [
         f"error: {model / 'model.yaml'} tune: setting staged.stall_trials = 0 must be a whole number of at least 1 "
-        "(complete trials without a new best before the next stage opens); e.g. staged: {param: fine_tune_blocks, "
+        "(finished trials without a new best before the next stage opens); e.g. staged: {param: fine_tune_blocks, "
         "stall_trials: 6}"
     ]
     assert not (tmp_path / "optuna.db").exists()
@@ -271,3 +272,21 @@ def test_staged_merges_like_any_tune_setting() -> None:
     assert resolve_settings(model_yaml, {}, {}, environ=environ).staged == StagedSpec("blocks", 2)
     assert resolve_settings(model_yaml, {}, {}, environ={"MLOPS_STAGED": "none"}).staged is None  # switched off
     assert resolve_settings(model_yaml, {"tune": {"staged": None}}, {}).staged is None
+
+
+def test_pruned_trials_count_toward_a_stall() -> None:
+    """A pruned trial brought nothing better: under a median pruner most cheap trials end pruned."""
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from pipeline.tune.staged import _stall
+
+    study = optuna.create_study(direction="maximize")
+    space = {"x": FloatDistribution(0.0, 1.0)}
+    study.add_trial(create_trial(value=0.9, params={"x": 0.9}, distributions=space))
+    for _ in range(3):
+        study.add_trial(create_trial(state=TrialState.PRUNED, params={"x": 0.2}, distributions=space))
+    study.add_trial(create_trial(value=0.8, params={"x": 0.8}, distributions=space))
+    best, stalled = _stall(study, 0)
+    assert best is not None and best.number == 0 and stalled == 4
+    assert _stall(study, 3) == (best, 2)  # only the current stage's trials count
