@@ -87,9 +87,9 @@ def prepare(ctx: StudyContext) -> FaceData:
     """Load, split and featurise the faces (features from the cache when they are there)."""
     options = ctx.data
     align_mode(options)  # data.align=mtcnn on cropped data: one line before any photo is read
+    max_fine_tune_blocks(ctx)  # a bad fine_tune_blocks range: one line before any photo is read
     faces = align_faces(ctx, load_faces(options))  # raw photos -> aligned crops (data.align)
     parts = split(faces, *split_fractions(options, ctx.manifest.path), ctx.seed)
-    max_fine_tune_blocks(ctx)  # a bad fine_tune_blocks range: one line now, not in the tenth trial
     features = _features(ctx, faces)
     flip = bool(options.get("flip", False))
     # Only the train split's mirror images: validation and test are scored on the faces as they are.

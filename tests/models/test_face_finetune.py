@@ -139,6 +139,11 @@ def test_fine_tune_blocks_beyond_two_is_one_line_before_any_work(tmp_path: Path)
     ctx = StudyContext(PLUGIN.manifest, {"source": "olivetti"}, {"fine_tune_blocks": 3}, 0, tmp_path, print)
     with pytest.raises(MlopsError, match=r"^fine_tune_blocks up to 3: VGG16's top blocks can be 0, 1 or 2"):
         model.max_fine_tune_blocks(ctx)
+    # prepare says so before it reads any photo: the missing folder would be the error otherwise
+    options = {"source": "folder", "path": str(tmp_path / "nowhere")}
+    ctx = StudyContext(PLUGIN.manifest, options, {"fine_tune_blocks": 3}, 0, tmp_path, print)
+    with pytest.raises(MlopsError, match=r"^fine_tune_blocks up to 3"):
+        model.prepare(ctx)
 
 
 KILLED_TRIAL = """
