@@ -249,8 +249,10 @@ class DockerRunner:
         with self._lock:
             self._container = container
         try:
-            self.last_failure = _copy_stream(container.logs(stream=True, follow=True), out)
-            return int(container.wait()["StatusCode"])
+            _copy_stream(container.logs(stream=True, follow=True), out)
+            status = int(container.wait()["StatusCode"])
+            self.last_failure = _container_failure(container)
+            return status
         except BaseException:
             container.kill()
             raise
@@ -296,15 +298,36 @@ def _copy_stream(chunks: Iterable[bytes], out: TextIO) -> str | None:
 _TAIL_LINES = 40  # enough to hold a traceback's last line behind TensorFlow's shutdown noise
 
 
-def failure_line(lines: list[str]) -> str | None:
-    """The command's own ``error: ...`` line, else a traceback's last line, else ``None``."""
+def failure_line(lines: list[str], errors: list[str] | None = None) -> str | None:
+    """The command's own ``error: ...`` line, else a traceback's last line, else ``None``.
+
+    Args:
+        lines: the command's last output lines.
+        errors: its stderr alone, where it was kept apart (a container's): the traceback
+            is looked for there, since a container's two streams interleave out of order.
+    """
     text = [line.strip() for line in lines if line.strip()]
     for line in reversed(text):
         if line.startswith("error: "):
             return line.removeprefix("error: ")[:300]
-    if any(line.startswith("Traceback (most recent call last)") for line in text):
-        return text[-1][:300]
+    trace = text if errors is None else [line.strip() for line in errors if line.strip()]
+    if any(line.startswith("Traceback (most recent call last)") for line in trace):
+        return trace[-1][:300]
     return None
+
+
+def _container_failure(container: Any) -> str | None:
+    """``failure_line`` of an exited container, from its whole, finished log.
+
+    Read after ``wait``, not from the live stream: the engine copies stdout and stderr
+    separately, so a streamed ``print`` can land after the traceback that followed it.
+    """
+
+    def tail(**streams: bool) -> list[str]:
+        raw = container.logs(tail=_TAIL_LINES, **streams)
+        return bytes(raw).decode("utf-8", errors="replace").splitlines()
+
+    return failure_line(tail(stdout=True, stderr=True), tail(stdout=False, stderr=True))
 
 
 def choose_runner(

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline.errors import MlopsError
-from pipeline.execute.runners import DockerRunner, LocalRunner, choose_runner
+from pipeline.execute.runners import DockerRunner, LocalRunner, choose_runner, failure_line
 from tests.pipeline.docker_fixtures import (
     SmallModel,
 )
@@ -273,3 +273,14 @@ def test_contract_the_last_error_line_is_kept_for_the_failure_mail(runner_factor
     assert runner.last_failure == "RuntimeError: boom"
     runner = make(io.StringIO(), [python, "-c", "print('fine')"])
     assert runner.run([], {}, workdir) == 0 and runner.last_failure is None
+
+
+def test_a_traceback_is_read_from_stderr_when_the_streams_arrive_out_of_order() -> None:
+    # A container's stdout and stderr are copied apart: a print before a crash can land
+    # after the traceback in the merged log (seen in CI: the mail said "start").
+    merged = ["Traceback (most recent call last):", '  File "<string>", line 1', "RuntimeError: boom", "start"]
+    errors = merged[:3]
+    assert failure_line(merged) == "start"  # what the merged log alone would say
+    assert failure_line(merged, errors) == "RuntimeError: boom"
+    assert failure_line(["error: bad setting", *merged], errors) == "bad setting"
+    assert failure_line(["start"], []) is None
