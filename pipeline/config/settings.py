@@ -45,13 +45,17 @@ class StagedSpec:
         param: the search space's int parameter whose cap rises stage by stage, from its
             ``low`` (cheapest) to its ``high``.
         stall_trials: finished (complete or pruned) trials in a row without a new best value that open the next stage.
+        seed_with: values that replace the best trial's in a stage's seeded trial: parameters
+            the cheap stage never used (a fine-tuning learning rate drawn for a head-only
+            trial is noise, not a choice), set to a value known to work.
     """
 
     param: str
     stall_trials: int = 6
+    seed_with: dict[str, Any] = field(default_factory=dict)
 
 
-STAGED_EXAMPLE = "staged: {param: fine_tune_blocks, stall_trials: 6}"
+STAGED_EXAMPLE = "staged: {param: fine_tune_blocks, stall_trials: 6, seed_with: {fine_tune_learning_rate: 1.0e-5}}"
 
 
 @dataclass
@@ -151,7 +155,7 @@ def _staged(value: Any, where: str) -> StagedSpec:
             value = None
     if not isinstance(value, dict) or not isinstance(value.get("param"), str) or not value["param"]:
         raise MlopsError(f"{where}: setting 'staged' = {value!r} needs an int search parameter; use {STAGED_EXAMPLE}")
-    unknown = sorted(set(value) - {"param", "stall_trials"})
+    unknown = sorted(set(value) - {"param", "stall_trials", "seed_with"})
     if unknown:
         raise MlopsError(
             f"{where}: setting 'staged' has unknown key(s) {', '.join(map(str, unknown))}; use {STAGED_EXAMPLE}"
@@ -162,7 +166,13 @@ def _staged(value: Any, where: str) -> StagedSpec:
             f"{where}: setting staged.stall_trials = {stall!r} must be a whole number of at least 1 "
             f"(finished trials without a new best before the next stage opens); e.g. {STAGED_EXAMPLE}"
         )
-    return StagedSpec(value["param"], stall)
+    seed_with = value.get("seed_with") or {}
+    if not isinstance(seed_with, dict) or not all(isinstance(k, str) for k in seed_with):
+        raise MlopsError(
+            f"{where}: setting staged.seed_with = {seed_with!r} must map search parameters to values; "
+            f"e.g. {STAGED_EXAMPLE}"
+        )
+    return StagedSpec(value["param"], stall, dict(seed_with))
 
 
 def check_staged(space: Any, settings: TuneSettings) -> None:
@@ -188,6 +198,27 @@ def check_staged(space: Any, settings: TuneSettings) -> None:
             f"{where}: {spec.param!r} is {what} parameter; staging needs a plain int one "
             f"(search_space {spec.param}: {{type: int, low: 0, high: 2}})"
         )
+    for name, value in spec.seed_with.items():
+        where = f"setting staged.seed_with.{name}={value!r} (from {settings.source('staged')})"
+        _check_seed_value(space, name, value, spec.param, where)
+
+
+def _check_seed_value(space: Any, name: str, value: Any, staged: str, where: str) -> None:
+    """A ``seed_with`` value must be one the search space itself could draw (never the staged parameter's)."""
+    param = next((p for p in space.params if p.name == name), None)
+    if param is None or param.per_layer or name == staged:
+        names = ", ".join(p.name for p in space.params if not p.per_layer and p.name != staged)
+        raise MlopsError(f"{where}: not a plain parameter of the search space; use one of: {names}")
+    if param.type == "categorical":
+        if value not in param.choices:
+            raise MlopsError(f"{where}: not one of its choices {list(param.choices)}; pick one of them")
+        return
+    numeric = isinstance(value, int | float) and not isinstance(value, bool)
+    if not numeric or (param.type == "int" and float(value) != int(value)):
+        example = int(param.low or 0) if param.type == "int" else param.low
+        raise MlopsError(f"{where}: must be a{'n int' if param.type == 'int' else ' number'}; e.g. {example}")
+    if not float(param.low or 0) <= float(value) <= float(param.high or 0):
+        raise MlopsError(f"{where}: outside its search range [{param.low:g}, {param.high:g}]; pick a value inside it")
 
 
 def _apply(settings: dict[str, Any], origin: dict[str, str], layer: dict[str, Any], where: str, label: Any) -> None:

@@ -120,18 +120,23 @@ class Objective:
             faults.point("epoch")  # mid-trial: reported and checkpointed, not finished
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+            if run.deadline is not None and time.monotonic() > run.deadline:
+                raise TimedOut(f"the search's timeout ({run.settings.timeout:g}s) ran out at epoch {epoch}")
 
         context = TrialContext(
             trial.number, run.seed + origin, report, checkpoint_dir, self.goal.metric, self.goal.direction, self.log
         )
         try:
             result = run.plugin.train(run.data, params, context)
-        except optuna.TrialPruned:
+        except optuna.TrialPruned as stop:
             last = seen.get(self.goal.metric, {})
             value = last[max(last)] if last else float("nan")
-            self._close(run_id, params, {self.goal.metric: value}, seen, "PRUNED", "FINISHED")
+            timed_out = isinstance(stop, TimedOut)
+            extra = {"stopped_by": "timeout"} if timed_out else None
+            self._close(run_id, params, {self.goal.metric: value}, seen, "PRUNED", "FINISHED", extra=extra)
             tidy_finished(checkpoint_dir, pruned=True)
-            self._line(trial.number, "pruned", value, None, time.perf_counter() - started, params, seen)
+            state = "timed out" if timed_out else "pruned"
+            self._line(trial.number, state, value, None, time.perf_counter() - started, params, seen)
             raise
         except Exception:
             self._close(run_id, params, {}, seen, "FAIL", "FAILED")
@@ -192,6 +197,10 @@ class Objective:
         self.log(
             f"trial {number:3d}  {state:9s} {self.goal.metric} {value:.4f}{bounds}  {seconds:5.2f}s  {shown}{resumed}"
         )
+
+
+class TimedOut(optuna.TrialPruned):
+    """The search's timeout ran out while a trial trained: it ends pruned at that epoch."""
 
 
 def _short(value: Any) -> str:

@@ -184,6 +184,7 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
         streak = FailureStreak(str(manifest.folder))
         if staged is not None:
             staged.prime(study)
+        run.deadline = time.monotonic() + settings.timeout if settings.timeout else None
         study.optimize(
             streak.watch(objective),
             timeout=settings.timeout,

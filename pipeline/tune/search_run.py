@@ -37,6 +37,9 @@ class SearchRun:
         tags: tags for every trial run (git commit, data fingerprint).
         settings: the resolved run settings (seed, storage, whether to register).
         log: prints one line for the user.
+        deadline: ``time.monotonic()`` at which the search's ``timeout`` runs out; a trial
+            still training then is stopped at its next epoch (Optuna's own timeout only
+            stops the study between trials, and one fine-tuning trial can take many minutes).
     """
 
     plugin: ModelPlugin
@@ -49,6 +52,7 @@ class SearchRun:
     tags: Mapping[str, str] = field(default_factory=dict)
     settings: TuneSettings = field(default_factory=TuneSettings)
     log: Callable[[str], None] = print
+    deadline: float | None = None
 
     @property
     def seed(self) -> int:

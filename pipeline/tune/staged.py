@@ -12,7 +12,8 @@ value in ``[low, cap]`` (the cap itself while it is ``low``; else drawn uniforml
 the study's seed and its trial count, so a rerun draws the same); the sampler draws the rest.
 When ``stall_trials`` complete or pruned trials of the current stage in a row have not beaten the
 study's best value, the cap rises by one step and the next trial is the best trial's
-parameters with the parameter at the new cap (the best cheap head, now fine-tuned). Once the
+parameters with the parameter at the new cap (the best cheap head, now fine-tuned), and with
+``seed_with``'s values in place of parameters the cheap stage drew but never used. Once the
 cap reaches ``high`` the sampler draws the parameter like any other.
 
 How: before each trial a WAITING trial is enqueued with only this parameter fixed
@@ -65,6 +66,7 @@ class StagedSearch:
     ) -> None:
         param = next(p for p in space.params if p.name == spec.param)
         self.param, self.stall_trials, self.seed = spec.param, spec.stall_trials, seed
+        self.seed_with = dict(spec.seed_with)
         self.low, self.high = int(param.low or 0), int(param.high or 0)
         self.step = int(param.step or 1)
         self.log, self.stopping = log, stopping
@@ -131,7 +133,7 @@ class StagedSearch:
         opened_here: list[int] = []
 
         def open_stage() -> int:
-            params = {**best.params, self.param: new_cap}
+            params = {**best.params, **self.seed_with, self.param: new_cap}
             study.enqueue_trial(
                 params,
                 user_attrs={STAGED_TRIAL_ATTR: {"cap": new_cap, "by": worker_id(), "seeded_from": best.number}},

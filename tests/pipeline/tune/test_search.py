@@ -42,9 +42,7 @@ def stub_settings(tmp_path: Path, tracking_uri: str, **extra: object) -> TuneSet
         study_name="s",
         runs_dir=tmp_path / "runs",
         cache_dir=tmp_path / "cache",
-        pruner="none",
-        timeout=120.0,
-        **extra,  # type: ignore[arg-type]
+        **{"pruner": "none", "timeout": 120.0, **extra},  # type: ignore[arg-type]
     )
 
 
@@ -289,3 +287,18 @@ def test_same_study_again_with_a_higher_goal_continues_it(offline_env: dict, tmp
     assert "1 finished trial(s) so far" in second.stdout
     summary = json.loads((tmp_path / "mlops-runs" / "face_vgg16" / "summary.json").read_text())
     assert summary["trials_complete"] + summary["trials_pruned"] == 2
+
+
+def test_the_timeout_stops_a_trial_that_is_still_training(tmp_path: Path, tracking_uri: str) -> None:
+    # Optuna's timeout only stops a study between trials; a 40-epoch trial of 0.1 s epochs
+    # would overrun a 1-second budget fourfold. It ends at the first epoch past the timeout.
+    model = stub(tmp_path, epochs=40, sleep=0.1)
+    printed: list[str] = []
+    summary = tune(model, stub_settings(tmp_path, tracking_uri, timeout=1.0), printed.append)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    (trial,) = study.trials
+    assert trial.state == TrialState.PRUNED and 1 <= len(trial.intermediate_values) < 40
+    assert any(line.startswith("trial   0  timed out val_accuracy") for line in printed), printed
+    (run,) = [r for r in runs_of(tracking_uri, model_name(tmp_path)) if r.data.tags.get("optuna.state")]
+    assert run.data.tags["stopped_by"] == "timeout" and run.data.tags["optuna.state"] == "PRUNED"
+    assert not summary.goal_met

@@ -72,6 +72,19 @@ def test_the_cheap_value_runs_until_it_stalls_then_the_best_trial_is_seeded_one_
     assert summary["seconds"] == pytest.approx({value: sum(times) for value, times in by_value.items()}, abs=0.01)
 
 
+def test_seed_with_replaces_what_the_cheap_stage_drew_but_never_used(tmp_path: Path, tracking_uri: str) -> None:
+    # k stands for fine_tune_learning_rate: drawn in every trial, read only once blocks > 0.
+    study, run, printed = open_search(tmp_path, tracking_uri, space=BLOCKS, constant=0.7)
+    spec = StagedSpec("blocks", 2, {"k": 17})
+    staged = StagedSearch(spec, run.plugin.manifest.search_space, seed=7, log=printed.append)
+    staged.prime(study)
+    study.optimize(Objective(run), n_trials=4, callbacks=[staged])
+    trials = study.trials
+    assert trials[0].params["k"] != 17
+    assert trials[3].params == {**trials[0].params, "k": 17, "blocks": 1}  # seeded: the best head, k replaced
+    assert trials[3].user_attrs[STAGED_TRIAL_ATTR]["seeded_from"] == 0
+
+
 def test_a_rerun_with_the_same_seed_fixes_the_same_values(tmp_path: Path, tracking_uri: str) -> None:
     drawn = []
     for name in ("first", "second"):
@@ -196,16 +209,33 @@ def test_a_study_resumed_in_a_new_process_keeps_its_stage(tmp_path: Path) -> Non
             BLOCKS,
             "model.yaml tune: setting staged.stall_trials = 0 must be a whole number of at least 1 (finished "
             "trials without a new best before the next stage opens); e.g. staged: {param: fine_tune_blocks, "
-            "stall_trials: 6}",
+            "stall_trials: 6, seed_with: {fine_tune_learning_rate: 1.0e-5}}",
         ),
         (
             {"stall_trials": 6},
             BLOCKS,
             "model.yaml tune: setting 'staged' = {'stall_trials': 6} needs an int search parameter; use staged: "
-            "{param: fine_tune_blocks, stall_trials: 6}",
+            "{param: fine_tune_blocks, stall_trials: 6, seed_with: {fine_tune_learning_rate: 1.0e-5}}",
+        ),
+        (
+            {"param": "blocks", "seed_with": {"x": 2.0}},
+            BLOCKS,
+            "setting staged.seed_with.x=2.0 (from model.yaml tune.staged): outside its search range [0.5, 0.9]; "
+            "pick a value inside it",
+        ),
+        (
+            {"param": "blocks", "seed_with": {"lr": 1e-5}},
+            BLOCKS,
+            "setting staged.seed_with.lr=1e-05 (from model.yaml tune.staged): not a plain parameter of the search "
+            "space; use one of: x, k",
+        ),
+        (
+            {"param": "blocks", "seed_with": {"k": 2.5}},
+            BLOCKS,
+            "setting staged.seed_with.k=2.5 (from model.yaml tune.staged): must be an int; e.g. 1",
         ),
     ],
-    ids=["missing", "not-int", "stall-0", "no-param"],
+    ids=["missing", "not-int", "stall-0", "no-param", "seed-out-of-range", "seed-unknown", "seed-not-int"],
 )
 def test_a_bad_staged_setting_is_one_line_before_any_work(
     tmp_path: Path, staged: dict[str, object], space: str, message: str
@@ -228,7 +258,7 @@ def test_mlops_tune_refuses_a_bad_staged_setting_with_exit_2(tmp_path: Path) -> 
     assert result.stderr.strip().splitlines() == [
         f"error: {model / 'model.yaml'} tune: setting staged.stall_trials = 0 must be a whole number of at least 1 "
         "(finished trials without a new best before the next stage opens); e.g. staged: {param: fine_tune_blocks, "
-        "stall_trials: 6}"
+        "stall_trials: 6, seed_with: {fine_tune_learning_rate: 1.0e-5}}"
     ]
     assert not (tmp_path / "optuna.db").exists()
 
@@ -272,6 +302,8 @@ def test_staged_merges_like_any_tune_setting() -> None:
     assert resolve_settings(model_yaml, {}, {}, environ=environ).staged == StagedSpec("blocks", 2)
     assert resolve_settings(model_yaml, {}, {}, environ={"MLOPS_STAGED": "none"}).staged is None  # switched off
     assert resolve_settings(model_yaml, {"tune": {"staged": None}}, {}).staged is None
+    seeded = {"staged": {"param": "blocks", "seed_with": {"k": 3}}}
+    assert resolve_settings(seeded, {}, {}).staged == StagedSpec("blocks", 6, {"k": 3})
 
 
 def test_pruned_trials_count_toward_a_stall() -> None:
