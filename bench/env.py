@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from bench.machine_peak import cpu_info
+
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("BENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
 WEIGHTS_FILE = "vgg16_faces_notop.weights.h5"
@@ -133,6 +135,7 @@ def machine_header(command: list[str], weights: Path) -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": " ".join(platform.uname()),
         "cpu_count": os.cpu_count(),
+        "cpu": cpu_info(),
         "load_avg_at_start": os.getloadavg(),
         "python": platform.python_version(),
         "versions": {m: version(m) for m in ("tensorflow", "keras", "keras_tuner", "optuna", "mlflow")},

@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 
 from bench.data import DATASETS, ResultFile, contender_parser, data_options, face_modules
+from bench.machine_peak import conv_macs, pass_gflops
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     built = time.perf_counter()
     features = backbone.extract_features(base, faces.images, progress=False)
     passed = time.perf_counter()
+    macs = conv_macs(base)  # counted on the base just timed: no second model, the peak is the runner's
     result.update(
         n_images=len(faces.labels),
         n_classes=len(faces.names),
@@ -36,6 +38,8 @@ def main(argv: list[str] | None = None) -> None:
         base_s=built - loaded,
         pass_s=passed - built,
         images_per_s=len(faces.labels) / (passed - built),
+        macs_per_image=macs,
+        pass_gflops=pass_gflops(macs, len(faces.labels), passed - built),
         goal_met=None,
         trials=0,
     )

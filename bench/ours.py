@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
             best_val=best.get("value"),
             test=best.get("test_value"),
             feature_cache_hit=summary.get("feature_cache_hit"),
+            stage_s=summary.get("stage_seconds") or {},  # setup, prepare, features, search, finish
         )
     else:
         fields.update(goal_met=False, error=text[-2000:])

@@ -4,9 +4,15 @@ Each contender (``bench.floor``, ``bench.ours``, ``bench.kerastuner_contender``,
 ``bench.retrain_loop``) runs as a child process with the same data, split, weights, input
 size, seed and wall-clock budget. The runner times the child from spawn to exit, reads its
 peak RSS from ``os.wait4`` (that child and its own children, nothing else), kills it when
-it overruns the budget by the grace period, and appends one record to
-``bench/results/<date>-<mode>.jsonl``; ``bench.report`` turns that file into a Markdown
-table and plots.
+it overruns the budget by the grace period, samples the load average while it runs, and
+appends one record to ``bench/results/<date>-<mode>.jsonl``; ``bench.report`` turns that file
+into a Markdown table and plots.
+
+Same conditions for all: each data set is loaded once before any timed run (scikit-learn's
+LFW cache is written then, so no contender pays it), and the contenders run round-robin, one
+round per repeat with its own search seed (seed + repeat): floor, ours cold, ours warm,
+KerasTuner (random, Hyperband, on our cached features), the retrain loop; so the floor and
+ours cold alternate (ABAB...) and share the machine's load.
 
 Quick smoke run (Olivetti, minutes):  ``.venv/bin/python -m bench.run --quick``
 Full run (hours on 2 cores):          ``nohup .venv/bin/python -m bench.run > bench.log 2>&1 &``
@@ -26,7 +32,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from bench.data import DATASETS
 from bench.env import REPO, BenchEnv, default_weights, machine_header
+from bench.machine_peak import peak_record
 
 RESULTS = REPO / "bench" / "results"
 GRACE_SECONDS = 120.0  # past the budget: time to score on test and exit before a kill
@@ -37,6 +45,7 @@ def run_child(module: str, args: list[str], env: dict[str, str], budget: float, 
     result_path = work / f"{module.rsplit('.', 1)[-1]}-{time.monotonic_ns()}.json"
     log_path = result_path.with_suffix(".log")
     line = [sys.executable, "-m", module, *args, "--result", str(result_path)]
+    load = LoadSampler()
     started = time.perf_counter()
     with open(log_path, "w") as log:
         child = subprocess.Popen(line, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -50,6 +59,7 @@ def run_child(module: str, args: list[str], env: dict[str, str], budget: float, 
     timer.start()
     _, status, usage = os.wait4(child.pid, 0)
     timer.cancel()
+    load.stop()
     child.returncode = os.waitstatus_to_exitcode(status)
     record: dict[str, Any] = json.loads(result_path.read_text()) if result_path.exists() else {}
     record.update(
@@ -58,11 +68,57 @@ def run_child(module: str, args: list[str], env: dict[str, str], budget: float, 
         returncode=child.returncode,
         killed=killed.is_set(),
         budget_s=budget,
+        **load.fields(),
     )
     if child.returncode not in (0, 3) or killed.is_set():
         record["log_tail"] = log_path.read_text(errors="replace")[-1500:]
     record["goal_met"] = bool(record.get("goal_met"))
     return record
+
+
+class LoadSampler:
+    """The 1-minute load average every few seconds while a run lasts (a thread)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.samples = [os.getloadavg()[0]]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(every,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, every: float) -> None:
+        while not self._done.wait(every):
+            self.samples.append(os.getloadavg()[0])
+
+    def stop(self) -> None:
+        """Take the last sample and end the thread."""
+        self._done.set()
+        self._thread.join()
+        self.samples.append(os.getloadavg()[0])
+
+    def fields(self) -> dict[str, Any]:
+        """Load at start, highest, at end; ``overloaded`` when it rose above the core count.
+
+        The run itself adds up to one per busy core, so only a load above the core count means
+        something else was competing for the CPU.
+        """
+        cores = len(os.sched_getaffinity(0))
+        highest = max(self.samples)
+        return {
+            "load_start": self.samples[0],
+            "load_max": highest,
+            "load_end": self.samples[-1],
+            "overloaded": highest > cores,
+        }
+
+
+def warm_data(dataset: str, env: dict[str, str], size: int, seed: int) -> dict[str, Any]:
+    """Load ``dataset`` once, untimed, so every timed run finds scikit-learn's cache written."""
+    started = time.perf_counter()
+    probe = f"from bench.data import load_split; load_split({dataset!r}, {size}, {seed})"
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"loading {dataset} failed before the benchmark:\n{done.stderr[-1500:]}")
+    return {"record": "warm-up", "dataset": dataset, "wall_s": time.perf_counter() - started}
 
 
 class Runner:
@@ -75,7 +131,7 @@ class Runner:
         """Append ``record`` and say what happened."""
         with open(self.out, "a") as handle:
             handle.write(json.dumps(record, default=str) + "\n")
-        if record.get("record") == "header":
+        if record.get("record") in ("header", "peak"):
             return
         best = record.get("best_val")
         shown = f"{best:.4f}" if isinstance(best, float) else "-"
@@ -93,17 +149,19 @@ class Runner:
         goal: float,
         extra: list[str] | None = None,
         fraction: float = 1.0,
+        repeat: int = 0,
         **fields: Any,
     ) -> dict[str, Any]:
-        """One contender run, recorded with ``fields``."""
+        """One contender run with the search seed ``seed + repeat``, recorded with ``fields``."""
         o = self.options
+        seed = o.seed + repeat
         args = [
             "--dataset",
             dataset,
             "--goal",
             f"{goal:g}",
             "--seed",
-            str(o.seed),
+            str(seed),
             "--budget-seconds",
             f"{o.budget_seconds:g}",
             "--weights",
@@ -113,7 +171,7 @@ class Runner:
         if fraction < 1.0:
             args += ["--min-faces", "5"]
         record = run_child(module, args, self.env.env(fraction), o.budget_seconds, self.env.root)
-        record.update(record="run", dataset=dataset, goal=goal, fraction=fraction, **fields)
+        record.update(record="run", dataset=dataset, goal=goal, fraction=fraction, repeat=repeat, seed=seed, **fields)
         self.write(record)
         return record
 
@@ -133,19 +191,32 @@ class Runner:
         return self.child("bench.ours", dataset, goal, extra + (["--profile"] if profile else []), fraction, **fields)
 
 
+CONTENDERS = (  # after the floor and ours, in each round: (module, extra arguments)
+    ("bench.kerastuner_contender", ["--tuner", "random"]),
+    ("bench.kerastuner_contender", ["--tuner", "hyperband"]),
+    ("bench.kerastuner_cached", ["--tuner", "random"]),
+    ("bench.retrain_loop", []),
+)
+
+
 def compare(runner: Runner, dataset: str, goals: list[float], repeats: int) -> None:
-    """Floor once, then per goal: ours cold + warm ``repeats`` times, KerasTuner x2, the loop."""
+    """Per goal, ``repeats`` rounds of every contender, each round with its own seed.
+
+    A round: the floor, ours cold then warm on the same cache, KerasTuner (random, Hyperband,
+    on our cached features), the retrain loop. Then one profiled run of ours (warm).
+    """
     env = runner.env
-    runner.child("bench.floor", dataset, goals[0])
+    runner.write(warm_data(dataset, env.env(), DATASETS[dataset], runner.options.seed))
     for goal in goals:
         for repeat in range(repeats):
+            runner.write(peak_record())  # the GEMM peak once a round, under the round's load
+            runner.child("bench.floor", dataset, goal, repeat=repeat)
             cache, work = env.scratch("cache"), env.scratch("work")
             runner.ours(dataset, goal, cache, work, repeat=repeat)
             runner.ours(dataset, goal, cache, work, repeat=repeat)
+            for module, extra in CONTENDERS if runner.options.contenders else ():
+                runner.child(module, dataset, goal, extra, repeat=repeat)
         runner.ours(dataset, goal, cache, work, profile=True, role="profile")
-        for tuner in ("random", "hyperband"):
-            runner.child("bench.kerastuner_contender", dataset, goal, ["--tuner", tuner])
-        runner.child("bench.retrain_loop", dataset, goal)
 
 
 def scaling(runner: Runner, dataset: str, fractions: list[float], trial_counts: list[int]) -> None:
@@ -173,14 +244,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="goals for LFW (default 0.90 0.95); Olivetti always uses 0.90",
     )
     parser.add_argument("--budget-seconds", type=float, default=None, help="per contender (default 1800)")
-    parser.add_argument("--repeats", type=int, default=None, help="runs of ours (default 3; quick 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds of every contender (default 3; quick 1)")
     parser.add_argument(
         "--scaling",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="also measure cost against images and trials (default: on unless --quick)",
     )
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--contenders",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="KerasTuner and the retrain loop too (--no-contenders: the floor and ours only)",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="round r searches with seed + r")
     parser.add_argument("--weights", type=Path, default=default_weights())
     parser.add_argument("--out", type=Path, default=None, help="JSONL file (default bench/results/...)")
     options = parser.parse_args(argv)

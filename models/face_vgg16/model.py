@@ -216,6 +216,7 @@ def _features(ctx: StudyContext, faces: Faces, layer: str | None = None, mirror:
         {
             "data_fingerprint": data_id,
             "feature_cache_hit": result.hit,
+            "features_seconds": round(time.perf_counter() - started, 3),  # `mlops tune`'s stage times split it out
             "n_images": len(faces.labels),
             "n_classes": len(faces.names),
             "skipped_images": faces.skipped,

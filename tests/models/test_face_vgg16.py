@@ -162,6 +162,7 @@ def test_prepare_caches_features_of_real_faces(offline: dict, tmp_path: Path) ->
     )
     first = model.prepare(ctx)
     assert ctx.facts["feature_cache_hit"] is False
+    assert ctx.facts["features_seconds"] > 0  # reported, so `mlops tune` splits it out of `prepare`
     assert first.features["train"].shape[1] == 512
     assert {len(v) for v in first.labels.values()} == {240, 80}
     again = StudyContext(
