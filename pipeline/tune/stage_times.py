@@ -33,8 +33,11 @@ class StageClock:
         if not isinstance(features, int | float) or "prepare" not in self.seconds:
             return
         features = min(float(features), self.seconds["prepare"])
-        self.seconds["features"] = features
         self.seconds["prepare"] -= features
+        # Right after prepare, in the order the stages ran (the line and summary.json read in that order).
+        stages = list(self.seconds)
+        stages.insert(stages.index("prepare") + 1, "features")
+        self.seconds = {stage: features if stage == "features" else self.seconds[stage] for stage in stages}
 
     def line(self) -> str:
         """``time: setup 1.2s, prepare 3.0s, features 25.1s, search 40.2s, finish 6.3s``."""
