@@ -130,7 +130,9 @@ def stage_line(records: list[dict[str, Any]]) -> str | None:
             stages.setdefault(stage, []).append(float(seconds))
     if not stages:
         return None
-    return ", ".join(f"{stage} {spread(values)} s" for stage, values in stages.items())
+    order = ["setup", "prepare", "features", "search", "finish"]  # mlops tune's order; JSON sorted them
+    ranked = sorted(stages, key=lambda stage: order.index(stage) if stage in order else len(order))
+    return ", ".join(f"{stage} {spread(stages[stage])} s" for stage in ranked)
 
 
 def table(groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]], cores: int) -> list[str]:

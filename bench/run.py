@@ -191,12 +191,12 @@ class Runner:
         return self.child("bench.ours", dataset, goal, extra + (["--profile"] if profile else []), fraction, **fields)
 
 
-CONTENDERS = (  # after the floor and ours, in each round: (module, extra arguments)
-    ("bench.kerastuner_contender", ["--tuner", "random"]),
-    ("bench.kerastuner_contender", ["--tuner", "hyperband"]),
-    ("bench.kerastuner_cached", ["--tuner", "random"]),
-    ("bench.retrain_loop", []),
-)
+CONTENDERS = {  # after the floor and ours, in each round: name -> (module, extra arguments)
+    "kerastuner-random": ("bench.kerastuner_contender", ["--tuner", "random"]),
+    "kerastuner-hyperband": ("bench.kerastuner_contender", ["--tuner", "hyperband"]),
+    "kerastuner-cached": ("bench.kerastuner_cached", ["--tuner", "random"]),
+    "retrain-loop": ("bench.retrain_loop", []),
+}
 
 
 def compare(runner: Runner, dataset: str, goals: list[float], repeats: int) -> None:
@@ -214,7 +214,8 @@ def compare(runner: Runner, dataset: str, goals: list[float], repeats: int) -> N
             cache, work = env.scratch("cache"), env.scratch("work")
             runner.ours(dataset, goal, cache, work, repeat=repeat)
             runner.ours(dataset, goal, cache, work, repeat=repeat)
-            for module, extra in CONTENDERS if runner.options.contenders else ():
+            for name in runner.options.contenders:
+                module, extra = CONTENDERS[name]
                 runner.child(module, dataset, goal, extra, repeat=repeat)
         runner.ours(dataset, goal, cache, work, profile=True, role="profile")
 
@@ -253,9 +254,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--contenders",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="KerasTuner and the retrain loop too (--no-contenders: the floor and ours only)",
+        nargs="*",
+        choices=sorted(CONTENDERS),
+        default=list(CONTENDERS),
+        help="who runs beside the floor and ours in each round (default: all; none: the floor and ours only)",
     )
     parser.add_argument("--seed", type=int, default=42, help="round r searches with seed + r")
     parser.add_argument("--weights", type=Path, default=default_weights())
