@@ -23,7 +23,8 @@ from .face_aligner import BATCH, DETECT_SIDE, DETECTOR, WARP_SIDE, FaceAligner, 
 from .faces import Faces, prune_small_classes
 
 ALIGN_CHOICES = ("mtcnn", "none")
-ALIGNER = f"{DETECTOR}/arcface5/detect{DETECT_SIDE}/warp{WARP_SIDE}"  # what the crops depend on
+# What the crops depend on; "alone": one photo a detector call (crops made in batches differ).
+ALIGNER = f"{DETECTOR}/arcface5/detect{DETECT_SIDE}/alone/warp{WARP_SIDE}"
 FALLBACK_CHOICES = ("skip", "whole")
 
 

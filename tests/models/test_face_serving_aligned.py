@@ -105,7 +105,7 @@ def test_the_logged_model_carries_its_aligner_and_says_it_aligns(saved: dict[str
     path = saved["path"]
     meta = mlflow.models.get_model_info(str(path)).metadata
     assert (meta["alignment"], meta["align_fallback"]) == ("mtcnn", "skip")
-    assert meta["aligner"] == "mtcnn==1.0.0/arcface5/detect128/warp1024"
+    assert meta["aligner"] == "mtcnn==1.0.0/arcface5/detect128/alone/warp1024"
     shipped = path / "code" / "face_aligner.py"
     assert shipped.read_bytes() == (ROOT / "models" / "face_vgg16" / "face_aligner.py").read_bytes()
     assert "mtcnn==1.0.0" in (path / "requirements.txt").read_text().split()
