@@ -60,7 +60,7 @@ def command(args: argparse.Namespace, verb: str, cache: Path, work: Path) -> lis
     if verb == "features":
         return line
     return line + [
-        "--goal", f"{args.goal:g}", "--max-trials", "40", "--timeout", f"{args.budget_seconds:g}",
+        "--goal", f"{args.goal:g}", "--max-trials", str(args.max_trials), "--timeout", f"{args.budget_seconds:g}",
         "--seed", str(args.seed), "--no-register", "--study-name", f"ft-{uuid.uuid4().hex[:8]}",
         "--runs-dir", str(work / "runs"), "--storage", f"sqlite:///{work / 'optuna.db'}",
         "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}",
@@ -111,7 +111,9 @@ def run_config(name: str, args: argparse.Namespace, bench: BenchEnv, cache: Path
     record.update(study_marks(work, started, args.marks))
     if not summary["goal_met"]:
         record["cut_by"] = (
-            "trial budget (40)" if summary["trials_total"] >= 40 else f"time budget ({args.budget_seconds:g} s)"
+            f"trial budget ({args.max_trials})"
+            if summary["trials_total"] >= args.max_trials
+            else f"time budget ({args.budget_seconds:g} s)"
         )
     return record
 
@@ -124,7 +126,8 @@ def markdown(header: dict[str, Any], records: list[dict[str, Any]], args: argpar
         f"# {photos_name(args)} at {args.size} px: heads on frozen features against the staged fine-tuning search",
         "",
         f"- {header['date']}, {header['cpu_count']} CPUs, command `{header['command']}`",
-        f"- goal val_accuracy >= {args.goal:g}, at most 40 trials, {args.budget_seconds:g} s search budget, "
+        f"- goal val_accuracy >= {args.goal:g}, at most {args.max_trials} trials, "
+        f"{args.budget_seconds:g} s search budget, "
         f"seed {args.seed}, face weights, {'mirror images cached too (data.flip), ' if args.flip else ''}"
         "warm pooled-feature cache for both, run one after another",
         "",
@@ -163,6 +166,7 @@ def main() -> None:
     parser.add_argument("--configs", default="heads,staged")
     parser.add_argument("--photos", choices=["crop", "raw-whole"], default="crop", help="raw-whole: LFW-62 uncropped")
     parser.add_argument("--flip", action="store_true", help="data.flip=true for every config")
+    parser.add_argument("--max-trials", type=int, default=40, help="trial cap of every config")
     parser.add_argument("--marks", default="0.95,0.96,0.97", help="validation accuracies whose first time is reported")
     parser.add_argument("--weights", type=Path, default=default_weights())
     args = parser.parse_args()
