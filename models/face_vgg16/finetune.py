@@ -5,9 +5,10 @@ block 4's pooled output, cached once per data set like the features; ``2`` train
 on block 3's. The frozen blocks never run again: an epoch costs the trainable blocks' forward
 and backward pass only. The trainable blocks start from the pretrained weights and learn at
 their own rate (``fine_tune_learning_rate``, well below the head's), after the head has been
-warmed up for ``warmup_epochs`` on the frozen features (Keras' transfer-learning recipe: a
-random head's large gradients would otherwise wreck the pretrained blocks); the warmed-up head
-then goes on at the blocks' rate, as in that recipe.
+trained to convergence on the frozen features first (at most ``warmup_epochs``, early stopping at
+the trial's patience: Keras' transfer-learning recipe, since a random head's large gradients would
+otherwise wreck the pretrained blocks; head epochs on cached features cost hundredths of a
+second); the warmed-up head then goes on at the blocks' rate, as in that recipe.
 
 What a frozen prefix allows: augmentations that commute with the frozen blocks, or nearly. A
 horizontal flip of the photo is its own cached pass (``data.flip``: every epoch takes each
@@ -84,15 +85,20 @@ def train_head_then_blocks(
     data.load_cut(blocks)  # extracted (or read from the cache) by the first such trial of this process
     warmup = int(params.get("warmup_epochs", 5))
     batch, seed = int(params["batch_size"]), trial.seed
+    warmed = 0  # warm-up epochs run: the blocks' epochs are reported to the pruner after them
     if warmup > 0:
-        fit_classifier(
+        # Until the head converges (early stopping at the trial's patience, best weights kept):
+        # five fixed epochs left a slow head far from it (0.46 validation), and at the blocks'
+        # low rate it never caught up, so the pruner cut trials that were not yet fine-tuning.
+        outcome = fit_classifier(
             head,
             make_optimizer(params["optimizer"], float(params["learning_rate"])),
             (data.features["train"], data.labels["train"]),
             (data.features["val"], data.labels["val"]),
             epochs=warmup, batch_size=batch, seed=seed, checkpoint_dir=trial.checkpoint_dir / "warmup",
-            report=trial.report, patience=None, log=trial.log, mirrored=data.mirrored.get(0),
+            report=trial.report, patience=patience, log=trial.log, mirrored=data.mirrored.get(0),
         )  # fmt: skip
+        warmed = len(outcome.history["val_accuracy"])
     keras.utils.set_random_seed(seed)
     model, top = fine_tuned_model(data, params, head)
     low = float(params.get("fine_tune_learning_rate", 1e-4))
@@ -110,7 +116,7 @@ def train_head_then_blocks(
         (data.cuts[blocks]["val"], data.labels["val"]),
         epochs=int(params.get("fine_tune_epochs", 20)), batch_size=batch, seed=seed,
         checkpoint_dir=trial.checkpoint_dir / "blocks",
-        report=lambda epoch, metrics: trial.report(epoch + warmup, metrics),
+        report=lambda epoch, metrics: trial.report(epoch + warmed, metrics),
         patience=patience, log=trial.log, mirrored=data.mirrored.get(blocks),
         augment=random_shift(shift) if shift > 0 else None,
     )  # fmt: skip

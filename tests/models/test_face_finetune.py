@@ -5,6 +5,7 @@ The offline face weights at 32 px: block 4's pooled output is 2x2x512 per face, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,19 @@ def test_the_trial_trains_block_5_from_the_pretrained_weights_and_reports_every_
     assert (tuned["folder"] / "ckpt" / "blocks" / "best.npz").is_file()
 
 
+def test_the_warm_up_runs_until_the_head_converges_and_the_blocks_follow_it(
+    tuned: dict[str, Any], tmp_path: Path
+) -> None:
+    """Keras' recipe: the head converges on frozen features first; early stopping ends the warm-up."""
+    data = dataclasses.replace(tuned["data"], patience=2)
+    reported: list[int] = []
+    model.train(data, {**PARAMS, "warmup_epochs": 300, "fine_tune_epochs": 1}, trial(tmp_path / "ckpt", reported))
+    warmed = json.loads(np.load(tmp_path / "ckpt" / "warmup" / "latest.npz")["meta"].item())
+    ran = warmed["epoch"] + 1
+    assert ran < 300 and ran == warmed["best_epoch"] + 2 + 1  # stopped by patience 2, not by the cap
+    assert reported == list(range(ran + 1))  # the block epoch reported right after the warm-up's last
+
+
 def test_block_outputs_are_cached_per_cut(tuned: dict[str, Any]) -> None:
     lines: list[str] = []
     data = prepared(tuned["folder"], lines)
@@ -148,6 +162,7 @@ def test_fine_tune_blocks_beyond_two_is_one_line_before_any_work(tmp_path: Path)
 
 KILLED_TRIAL = """
 import os, signal, sys
+import dataclasses
 import json
 from pathlib import Path
 from pipeline.sdk.contract import StudyContext, TrialContext, load_plugin
