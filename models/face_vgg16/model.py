@@ -56,6 +56,8 @@ _DEFAULTS = {
     "batch_size": 32,
     "epochs": 40,
 }
+# model.yaml ``params`` that shape a fine-tuning trial; a trial's sampled params override them.
+TRIAL_SETTINGS = ("warmup_epochs", "fine_tune_epochs", "feature_shift")
 
 
 @dataclass
@@ -78,6 +80,7 @@ class FaceData:
     # fine_tune_blocks k >= 1: the cached output of the cut layer (CUT_LAYERS[k]) per split,
     # extracted by ``load_cut(k)`` when the first trial fine-tuning k blocks starts.
     cuts: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
+    trial_settings: dict[str, Any] = field(default_factory=dict)  # TRIAL_SETTINGS from model.yaml params
     # data.flip: the mirrored photos' cached inputs of the train split, per fine_tune_blocks (0: features).
     mirrored: dict[int, np.ndarray] = field(default_factory=dict)
     load_cut: Callable[[int], None] = field(default=lambda blocks: None, repr=False)
@@ -133,6 +136,7 @@ def prepare(ctx: StudyContext) -> FaceData:
         alignment=alignment,
         align_fallback=str(options.get("align_fallback") or "skip"),
         cuts=cuts,
+        trial_settings={name: ctx.params[name] for name in TRIAL_SETTINGS if name in ctx.params},
         mirrored=mirrored,
         load_cut=load_cut,
     )
@@ -242,7 +246,7 @@ def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainR
     """
     import keras
 
-    params = {**_DEFAULTS, **params}
+    params = {**_DEFAULTS, **data.trial_settings, **params}
     if fine_tune_blocks(params) == 0 and 0 not in data.mirrored:
         build = lambda: build_head(data, params)  # noqa: E731  (built after the seed is set)
         return train_new_classifier(build, params, data.features, data.labels, trial, data.patience)

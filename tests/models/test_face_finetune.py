@@ -38,9 +38,10 @@ PARAMS = {
 }
 
 
-def prepared(tmp_path: Path, lines: list[str], **data: Any) -> Any:
+def prepared(tmp_path: Path, lines: list[str], params: dict[str, Any] | None = None, **data: Any) -> Any:
     options = {"source": "olivetti", "input_size": SIZE, **data}
-    ctx = StudyContext(PLUGIN.manifest, options, {"weights": str(FACE_WEIGHTS)}, 0, tmp_path / "cache", lines.append)
+    settings = {"weights": str(FACE_WEIGHTS), **(params or {})}
+    ctx = StudyContext(PLUGIN.manifest, options, settings, 0, tmp_path / "cache", lines.append)
     return model.prepare(ctx)
 
 
@@ -95,6 +96,16 @@ def test_the_warm_up_runs_until_the_head_converges_and_the_blocks_follow_it(
     ran = warmed["epoch"] + 1
     assert ran < 300 and ran == warmed["best_epoch"] + 2 + 1  # stopped by patience 2, not by the cap
     assert reported == list(range(ran + 1))  # the block epoch reported right after the warm-up's last
+
+
+def test_model_yaml_params_shape_the_fine_tuning_trial(tuned: dict[str, Any], tmp_path: Path) -> None:
+    """warmup_epochs, fine_tune_epochs and feature_shift set under model.yaml's params reach the trial."""
+    settings = {"warmup_epochs": 1, "fine_tune_epochs": 2, "feature_shift": 0}
+    data = prepared(tuned["folder"], [], settings)  # features from the fixture's cache
+    sampled = {name: value for name, value in PARAMS.items() if name not in settings}
+    reported: list[int] = []
+    model.train(data, sampled, trial(tmp_path / "ckpt", reported))
+    assert reported == [0, 1, 2]  # one warm-up epoch, then two of the blocks
 
 
 def test_block_outputs_are_cached_per_cut(tuned: dict[str, Any]) -> None:
