@@ -68,5 +68,7 @@ def test_heads_first_then_block_5_seeded_from_the_best_head(
     assert any("features: block4_pool extracted in " in row for row in done.stdout.splitlines())
     staged: dict[str, Any] = summary["staged"]
     assert staged["param"] == "fine_tune_blocks" and staged["opened"]["1"] == opened
-    assert staged["trials"]["0"] == opened and staged["seconds"]["1"] > 0
+    # Once every stage is open the sampler chooses freely, so heads may follow: count them all.
+    assert staged["trials"] == {str(k): blocks.count(k) for k in sorted(set(blocks))}, (staged, blocks)
+    assert staged["seconds"]["1"] > 0
     assert summary["trials_total"] == 6 and summary["registered_model"] is None  # the goal is out of reach
