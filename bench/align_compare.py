@@ -30,10 +30,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.env import MODEL_DIR, REPO, SHARED_DATA, BenchEnv, default_weights, machine_header
+from bench.env import LFW_RAW, MODEL_DIR, REPO, BenchEnv, default_weights, machine_header
 
 MLOPS = Path(sys.executable).with_name("mlops")
-LFW_RAW = SHARED_DATA / "scikit_learn_data" / "lfw_home" / "lfw_funneled"
 CONFIGS = ("lfw-crop", "raw-whole", "raw-mtcnn")
 
 

@@ -15,9 +15,7 @@ import os
 import sys
 import time
 
-from bench.env import REPO, SHARED_DATA
-
-LFW_RAW = SHARED_DATA / "scikit_learn_data" / "lfw_home" / "lfw_funneled"
+from bench.env import LFW_RAW, REPO
 
 
 def main(argv: list[str] | None = None) -> None:

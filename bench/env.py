@@ -24,6 +24,7 @@ from bench.machine_peak import cpu_info
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("BENCH_SHARED_DATA", REPO.parent / "shared" / "data"))
+LFW_RAW = SHARED_DATA / "scikit_learn_data" / "lfw_home" / "lfw_funneled"  # LFW as 250x250 photos, a folder a person
 WEIGHTS_FILE = "vgg16_faces_notop.weights.h5"
 MODEL_DIR = REPO / "models" / "face_vgg16"
 LFW_FILES = ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt")

@@ -35,13 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.env import MODEL_DIR, REPO, SHARED_DATA, BenchEnv, default_weights, machine_header
+from bench.env import LFW_RAW, MODEL_DIR, REPO, BenchEnv, default_weights, machine_header
 
 MLOPS = Path(sys.executable).with_name("mlops")
 CONFIGS = {"heads": "{param: fine_tune_blocks, stall_trials: 100000}", "staged": None}
-
-
-LFW_RAW = SHARED_DATA / "scikit_learn_data" / "lfw_home" / "lfw_funneled"  # LFW-62 as 250x250 photos
 
 
 def data_sets(args: argparse.Namespace) -> list[str]:

@@ -27,10 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.env import REPO, SHARED_DATA, BenchEnv, default_weights, machine_header
+from bench.env import LFW_RAW, REPO, BenchEnv, default_weights, machine_header
 from bench.run import RESULTS, run_child
-
-LFW_RAW = SHARED_DATA / "scikit_learn_data" / "lfw_home" / "lfw_funneled"
 
 
 def gallery(min_faces: int) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -70,12 +71,12 @@ class FaceAligner:
         """The largest face's five landmarks (5, 2) in each photo's own pixels, or None."""
         scales = [min(1.0, DETECT_SIDE / max(photo.shape[:2])) for photo in photos]
         result: list[np.ndarray | None] = []
-        for index, (photo, scale) in enumerate(zip(photos, scales, strict=True)):
+        for photo, scale in zip(photos, scales, strict=True):
             # One photo a call: MTCNN's refine stages put the whole batch's candidate boxes through
             # one network call and one sort, and a photo's landmarks moved with its batch-mates
             # (0.7 px, a crop 30 grey levels off). Alone, a served photo is aligned exactly as it
             # was in training; compiled stages (below) make it 4x the speed of eager single calls.
-            mine = self._detect_one(_resized(photo, scale), index)
+            mine = self._detect(_resized(photo, scale))
             if not len(mine):
                 result.append(None)
                 continue
@@ -84,20 +85,16 @@ class FaceAligner:
             result.append(np.stack([best[6:11], best[11:16]], axis=1) / scale)
         return result
 
-    def _detect(self, photos: list[np.ndarray]) -> np.ndarray:
-        rows = self.detector.detect_faces(photos, output_type="numpy", box_format="xyxy")
-        return np.asarray(rows, np.float64).reshape(-1, 16)
-
-    def _detect_one(self, photo: np.ndarray, index: int) -> np.ndarray:
+    def _detect(self, photo: np.ndarray) -> np.ndarray:
+        """MTCNN's rows for one photo: image, x1, y1, x2, y2, confidence, 5 landmark xs, 5 ys."""
         try:
-            rows = self._detect([photo])
+            rows = self.detector.detect_faces([photo], output_type="numpy", box_format="xyxy")
         except ValueError:  # MTCNN's pyramid fails on some tiny photos: no face found
             return np.empty((0, 16))
-        rows[:, 0] = index
-        return rows
+        return np.asarray(rows, np.float64).reshape(-1, 16)
 
 
-def _compiled_stages() -> list[object]:
+def _compiled_stages() -> list[Any]:
     """MTCNN's three networks, each called through one compiled graph instead of eagerly.
 
     A photo a call means eight network calls a photo (six pyramid scales, refine, output), and
@@ -113,7 +110,7 @@ def _compiled_stages() -> list[object]:
         network = stage.model
         spec = tf.TensorSpec([None, side, side, 3], tf.float32)
         stage._model = tf.function(network, input_signature=[spec])  # the stages call self._model(x)
-    return list(stages)
+    return stages
 
 
 def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
