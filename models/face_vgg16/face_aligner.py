@@ -17,7 +17,9 @@ the same constants, as the training photos were (``serving.py``).
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -31,6 +33,10 @@ DETECTOR = "mtcnn==1.0.0"
 DETECT_SIDE = 128  # px: 4.7x the speed of LFW's 250 px (batched, 2 busy cores), same faces found
 WARP_SIDE = 1024  # px: larger photos are reduced first; a 96 px crop needs no more
 BATCH = 32  # photos decoded and reported as done at a time; MTCNN sees one at a time
+# Photos detected at once, each alone in its own MTCNN call: its small networks leave the cores
+# idle between calls, and a second and third call fill them (LFW, 2 cores: 57 -> 82 img/s with
+# 3, crops bit-identical to one at a time).
+DETECT_THREADS = min(8, (os.cpu_count() or 1) + 1)
 
 
 class FaceAligner:
@@ -38,18 +44,20 @@ class FaceAligner:
 
     Args:
         size: the side of the square crops.
+        threads: photos detected at once (each alone in its own MTCNN call).
 
     Example::
 
         crops, found = FaceAligner(96).align([rgb_uint8_photo, ...])
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, threads: int = DETECT_THREADS) -> None:
         from mtcnn import MTCNN
 
         self.size = size
         self.template = ARCFACE_112 * (size / 112.0)
         self.detector = MTCNN(stages=_compiled_stages(), device="CPU:0")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="mtcnn")
 
     def align(
         self, photos: Sequence[np.ndarray], advance: Callable[[int], None] = lambda n: None
@@ -70,13 +78,13 @@ class FaceAligner:
     def landmarks(self, photos: list[np.ndarray]) -> list[np.ndarray | None]:
         """The largest face's five landmarks (5, 2) in each photo's own pixels, or None."""
         scales = [min(1.0, DETECT_SIDE / max(photo.shape[:2])) for photo in photos]
+        # One photo a call: MTCNN's refine stages put the whole batch's candidate boxes through
+        # one network call and one sort, and a photo's landmarks moved with its batch-mates
+        # (0.7 px, a crop 30 grey levels off). Alone, a served photo is aligned exactly as it
+        # was in training; compiled stages (below) make it 4x the speed of eager single calls.
+        detections = self._pool.map(self._detect, [_resized(p, s) for p, s in zip(photos, scales, strict=True)])
         result: list[np.ndarray | None] = []
-        for photo, scale in zip(photos, scales, strict=True):
-            # One photo a call: MTCNN's refine stages put the whole batch's candidate boxes through
-            # one network call and one sort, and a photo's landmarks moved with its batch-mates
-            # (0.7 px, a crop 30 grey levels off). Alone, a served photo is aligned exactly as it
-            # was in training; compiled stages (below) make it 4x the speed of eager single calls.
-            mine = self._detect(_resized(photo, scale))
+        for mine, scale in zip(detections, scales, strict=True):
             if not len(mine):
                 result.append(None)
                 continue

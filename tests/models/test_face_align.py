@@ -114,6 +114,15 @@ def test_a_photos_crop_does_not_depend_on_its_batch_mates(aligner_112: object) -
     np.testing.assert_array_equal(apart, together[few])
 
 
+def test_photos_detected_in_threads_get_the_crops_they_get_one_at_a_time(aligner_112: object) -> None:
+    people = ("Colin_Powell", "George_W_Bush", "Serena_Williams")
+    photos = [rgb(raw_photo(person, number)) for person in people for number in range(1, 11)]
+    one_at_a_time, found = aligner.FaceAligner(112, threads=1).align(photos)
+    threaded, _ = aligner_112.align(photos)
+    assert found.all()
+    np.testing.assert_array_equal(threaded, one_at_a_time)
+
+
 def test_a_photo_without_a_face_is_skipped_and_counted(tmp_path: Path) -> None:
     root = people_folder(tmp_path / "people")
     no_face_photo(root / PEOPLE[0] / "flower.jpg")
