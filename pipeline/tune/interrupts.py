@@ -90,7 +90,8 @@ def _resend_when_safe(signum: int, poll: float = 0.005, patience: float = 0.1) -
     """
     main = threading.main_thread()
     handled, sent = -1, 0.0  # the handler's count and the time when we last sent one
-    while not _stopping and main.is_alive() and main.ident is not None:
+    # Until the stop is raised (or ``install`` starts afresh): never a signal nobody is waiting for.
+    while _deferred is not None and not _stopping and main.is_alive() and main.ident is not None:
         if handled != _handled or time.monotonic() - sent > patience:
             frame = sys._current_frames().get(main.ident)
             if frame is not None and not inside_atomic(frame):
