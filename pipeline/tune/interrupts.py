@@ -3,7 +3,8 @@
 Both signals raise ``Interrupted`` (a ``KeyboardInterrupt``, so Optuna fails the running
 trial and re-raises it) in the main thread. The first signal starts the stop; any signal
 after it is ignored, so the short clean-up that follows (closing MLflow runs, queueing the
-interrupted trial for retry) cannot itself be cut in half.
+interrupted trial for retry) cannot itself be cut in half. The command then exits with the
+shell's convention for a signal, 128 + its number: 130 for SIGINT, 143 for SIGTERM.
 
 A signal that arrives while the main thread is inside a database call (SQLAlchemy, under
 Optuna's storage and MLflow's store) or MLflow's file store waits until that call returns:
@@ -12,8 +13,7 @@ later call on it raises ``IllegalStateChangeError``, Optuna reports "An exceptio
 during the commit") and its SQLite connection holding a lock that stalls every other writer,
 the heartbeat thread included; seen as a ``mlops tune`` that never exited after Ctrl-C,
 about one stop in 300. A watcher thread re-sends the signal to the main thread once it has
-left the call, so the stop is delayed by that call at most (its own timeout bounds it). The command then exits with the
-shell's convention for a signal, 128 + its number: 130 for SIGINT, 143 for SIGTERM.
+left the call, so the stop is delayed by that call at most (its own timeout bounds it).
 
 Typer turns any ``KeyboardInterrupt`` into exit 130, so the signal and the line to show are
 kept here (``received``) for the CLI's entry point::
