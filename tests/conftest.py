@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,17 @@ SHARED = Path(os.environ.get("MLOPS_SHARED_DATA", ROOT.parent / "shared" / "data
 FACE_WEIGHTS = SHARED / "keras" / "vgg16_faces_notop.weights.h5"
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C reaches this process and the ``mlops`` commands the tests start.
+
+    Started in the background (``bash .ci/run &``), pytest inherits an ignored SIGINT, and so
+    would every child: ``mlops`` rightly keeps an ignored SIGINT ignored, and the tests that
+    send it one (a clean stop, ``status --watch``) would wait in vain.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)

@@ -31,8 +31,6 @@ from pipeline.tune.interrupts import Interrupted
 def handler() -> Iterator[None]:
     """``mlops``'s handlers for SIGINT and SIGTERM, pytest's back afterwards."""
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    # Run in the background (`... &`), pytest inherits an ignored SIGINT, which ``install`` keeps.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     interrupts.install()
     yield
     for signum, previous in saved.items():
