@@ -85,14 +85,20 @@ def printed_figures(text: str) -> dict[str, Any]:
 
 
 def run_config(name: str, args: argparse.Namespace, bench: BenchEnv) -> dict[str, Any]:
-    """One cold ``mlops tune`` of configuration ``name``: its wall time, figures and summary."""
+    """One cold ``mlops tune`` of configuration ``name``: its wall time, peak RSS, figures and summary."""
     work = bench.scratch(name)
     line = tune_command(args, config_options(name, args.raw), work)
     record: dict[str, Any] = {"config": name, "command": " ".join(line), "load_avg_before": os.getloadavg()}
     started = time.perf_counter()
     with open(work / "stdout.txt", "w") as out:
-        done = subprocess.run(line, cwd=work, env=bench.env(), stdout=out, stderr=subprocess.STDOUT, check=False)
-    record.update(command_s=time.perf_counter() - started, exit_code=done.returncode, load_avg_after=os.getloadavg())
+        child = subprocess.Popen(line, cwd=work, env=bench.env(), stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(child.pid, 0)  # the child's own peak memory, not the largest so far
+    record.update(
+        command_s=time.perf_counter() - started,
+        exit_code=os.waitstatus_to_exitcode(status),
+        peak_rss_mb=usage.ru_maxrss / 1024,
+        load_avg_after=os.getloadavg(),
+    )
     text = (work / "stdout.txt").read_text(errors="replace")
     record.update(printed_figures(text))
     summary_path = work / "runs" / "face_vgg16" / "summary.json"

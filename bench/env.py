@@ -27,6 +27,15 @@ SHARED_DATA = Path(os.environ.get("BENCH_SHARED_DATA", REPO.parent / "shared" / 
 LFW_RAW = SHARED_DATA / "scikit_learn_data" / "lfw_home" / "lfw_funneled"  # LFW as 250x250 photos, a folder a person
 WEIGHTS_FILE = "vgg16_faces_notop.weights.h5"
 MODEL_DIR = REPO / "models" / "face_vgg16"
+
+
+def require_lfw_raw() -> Path:
+    """LFW's raw photo folder, or exit with the one line that says how to point at it."""
+    if not LFW_RAW.is_dir():
+        raise SystemExit(f"LFW photos not found at {LFW_RAW}; set BENCH_SHARED_DATA")
+    return LFW_RAW
+
+
 LFW_FILES = ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt")
 
 

@@ -27,7 +27,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.env import LFW_RAW, REPO, BenchEnv, default_weights, machine_header
+from bench.env import LFW_RAW, REPO, BenchEnv, default_weights, machine_header, require_lfw_raw
 from bench.run import RESULTS, run_child
 
 
@@ -130,8 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--weights", type=Path, default=default_weights())
     options = parser.parse_args(argv)
-    if not LFW_RAW.is_dir():
-        raise SystemExit(f"LFW photos not found at {LFW_RAW}; set BENCH_SHARED_DATA")
+    require_lfw_raw()
     base = RESULTS / f"{datetime.now().strftime('%Y-%m-%d-%H%M')}-gallery-people"
     command = [Path(sys.executable).name, "-m", "bench.gallery_people", *(argv if argv is not None else sys.argv[1:])]
     header = {**machine_header(command, options.weights), "goal": options.goal}
