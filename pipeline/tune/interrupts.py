@@ -60,7 +60,7 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     _handled += 1
     if _stopping:
         return  # already stopping: let the clean-up finish
-    if inside_atomic(frame):
+    if _inside_atomic(frame):
         if _deferred is None:
             _deferred = signum
             threading.Thread(target=_resend_when_safe, args=(signum,), name="mlops-deferred-stop", daemon=True).start()
@@ -71,7 +71,7 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise _received
 
 
-def inside_atomic(frame: FrameType | None) -> bool:
+def _inside_atomic(frame: FrameType | None) -> bool:
     """Whether ``frame`` or a caller of it runs code a signal must not interrupt (``_ATOMIC``)."""
     while frame is not None:
         if str(frame.f_globals.get("__name__", "")).startswith(_ATOMIC):
@@ -94,7 +94,7 @@ def _resend_when_safe(signum: int, poll: float = 0.005, patience: float = 0.1) -
     while _deferred is not None and not _stopping and main.is_alive() and main.ident is not None:
         if handled != _handled or time.monotonic() - sent > patience:
             frame = sys._current_frames().get(main.ident)
-            if frame is not None and not inside_atomic(frame):
+            if frame is not None and not _inside_atomic(frame):
                 handled, sent = _handled, time.monotonic()
                 signal.pthread_kill(main.ident, signum)
         time.sleep(poll)
