@@ -36,6 +36,13 @@ def require_lfw_raw() -> Path:
     return LFW_RAW
 
 
+def lfw_people(min_photos: int, root: Path = LFW_RAW) -> list[tuple[Path, list[Path]]]:
+    """Each person folder under ``root`` with at least ``min_photos`` JPEGs (scikit-learn's
+    ``min_faces_per_person``), with its photos; both sorted by name."""
+    people = ((folder, sorted(folder.glob("*.jpg"))) for folder in sorted(root.iterdir()) if folder.is_dir())
+    return [(folder, photos) for folder, photos in people if len(photos) >= min_photos]
+
+
 LFW_FILES = ("pairs.txt", "pairsDevTrain.txt", "pairsDevTest.txt")
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from bench.align_compare import run_config
-from bench.env import LFW_RAW, REPO, BenchEnv, default_weights, machine_header, require_lfw_raw
+from bench.env import REPO, BenchEnv, default_weights, lfw_people, machine_header, require_lfw_raw
 
 MIN_PHOTOS = 20  # LFW-62: the people with at least 20 photos
 
@@ -42,16 +42,16 @@ def write_gallery(raw: Path, variants: int, out: Path) -> tuple[int, int]:
     """``variants`` augmented identities per LFW-62 person under ``out``; (people, photos)."""
     from PIL import Image, ImageOps
 
-    people = sorted(p for p in raw.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= MIN_PHOTOS)
+    people = lfw_people(MIN_PHOTOS, raw)
     photos = 0
     for variant in range(variants):
         rng = np.random.default_rng(variant)
         cast = rng.uniform(0.8, 1.2, size=3) if variant else np.ones(3)  # variant 0: the real photos
         margin = 6 * (variant // 2)  # px cut from each side, then resized back: a zoom
-        for person in people:
+        for person, sources in people:
             folder = out / f"{person.name}__v{variant}"
             folder.mkdir(parents=True)
-            for source in sorted(person.glob("*.jpg")):
+            for source in sources:
                 with Image.open(source) as opened:
                     picture = opened.convert("RGB")
                 if variant % 2:
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--weights", type=Path, default=default_weights())
     args = parser.parse_args(argv)
-    require_lfw_raw()
+    raw = require_lfw_raw()
     stem = REPO / "bench" / "results" / f"{datetime.now(UTC):%Y-%m-%d-%H%M}-gallery-augmented"
     header = machine_header([sys.executable, "-m", "bench.gallery_augmented", *(argv or sys.argv[1:])], args.weights)
     bench = BenchEnv(args.seed)
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for variants in (int(part) for part in args.variants.split(",")):
             args.raw = bench.scratch(f"gallery-x{variants}")
-            people, photos = write_gallery(LFW_RAW, variants, args.raw)
+            people, photos = write_gallery(raw, variants, args.raw)
             print(f"k={variants}: {people} people, {photos} photos written; running mlops tune", flush=True)
             record = run_config("raw-whole", args, bench)
             record.update(variants=variants, people=people, photos=photos)

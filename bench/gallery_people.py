@@ -27,15 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench.env import LFW_RAW, REPO, BenchEnv, default_weights, machine_header, require_lfw_raw
+from bench.env import REPO, BenchEnv, default_weights, lfw_people, machine_header, require_lfw_raw
 from bench.run import RESULTS, run_child
 
 
 def gallery(min_faces: int) -> tuple[int, int]:
     """People with at least ``min_faces`` photos, and their photos (what scikit-learn keeps)."""
-    counts = [len(list(person.glob("*.jpg"))) for person in LFW_RAW.iterdir() if person.is_dir()]
-    kept = [count for count in counts if count >= min_faces]
-    return len(kept), sum(kept)
+    people = lfw_people(min_faces)
+    return len(people), sum(len(photos) for _, photos in people)
 
 
 def run_size(env: BenchEnv, options: argparse.Namespace, min_faces: int) -> list[dict[str, Any]]:
