@@ -10,13 +10,16 @@ Example (``model.yaml``)::
 
 ``per_layer: n_layers`` samples one value per layer (``units_0``, ``units_1``, ...) and gives the
 model a list, so layer widths are searched independently.
+
+A parameter the model's ``params`` also sets (in ``model.yaml`` or with ``--set params.NAME=V``)
+is held at that value in every trial instead of searched (``SearchSpace.fixing``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -56,6 +59,8 @@ class SearchSpace:
     """An ordered set of ``Param``; parameters a ``per_layer`` one depends on come first."""
 
     params: tuple[Param, ...]
+    # Declared parameters held at one value (not suggested, so not in a trial's Optuna params).
+    fixed: tuple[tuple[Param, Any], ...] = field(default=())
 
     @classmethod
     def parse(cls, raw: Any, where: str) -> SearchSpace:
@@ -77,15 +82,34 @@ class SearchSpace:
         params.sort(key=lambda p: p.per_layer is not None)
         return cls(tuple(params))
 
+    def fixing(self, options: Mapping[str, Any]) -> SearchSpace:
+        """This space with each parameter ``options`` names held at that value in every trial.
+
+        ``options`` are the model's ``params`` with ``--set`` applied: a model that accepts
+        ``fine_tune_blocks`` both as a param and as a search parameter means "fixed" by the first.
+        """
+        held = {p.name for p in self.params if p.name in options}
+        if not held:
+            return self
+        fixed = self.fixed + tuple((p, options[p.name]) for p in self.params if p.name in held)
+        return SearchSpace(tuple(p for p in self.params if p.name not in held), fixed)
+
+    def fixed_names(self) -> list[str]:
+        """The declared parameters held at one value (``fixing``)."""
+        return [p.name for p, _ in self.fixed]
+
     def sample(self, trial: optuna.Trial | optuna.trial.FixedTrial) -> dict[str, Any]:
-        """Draw one point; ``per_layer`` parameters come back as lists."""
-        values: dict[str, Any] = {}
+        """Draw one point; ``per_layer`` parameters come back as lists, fixed ones at their value."""
+        values = {p.name: value for p, value in self.fixed if not p.per_layer}
         for p in self.params:
             if p.per_layer:
                 count = int(values[p.per_layer])
                 values[p.name] = [p.suggest(trial, f"{p.name}_{i}") for i in range(count)]
             else:
                 values[p.name] = p.suggest(trial, p.name)
+        for p, value in self.fixed:
+            if p.per_layer:  # one width for every layer, unless a list names each
+                values[p.name] = list(value) if isinstance(value, list) else [value] * int(values[p.per_layer])
         return values
 
     def names(self) -> list[str]:

@@ -128,6 +128,9 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     )
     data_options, params = apply_overrides(manifest, settings)
     name = settings.study_name or study_name_for(manifest, data_options, params, settings.seed)
+    # A search parameter that params also sets (--set params.fine_tune_blocks=0) is held there.
+    manifest = replace(manifest, search_space=manifest.search_space.fixing(params))
+    plugin = replace(plugin, manifest=manifest)
     run_dir = settings.runs_dir.resolve() / manifest.name
     run_dir.mkdir(parents=True, exist_ok=True)
     tracker = Tracker(settings.tracking, settings.experiment or manifest.name)  # fail fast, before the data

@@ -193,6 +193,9 @@ def staged_search(
     """
     if settings.staged is None:
         return None
+    if settings.staged.param in space.fixed_names():
+        log(f"staged: off, {settings.staged.param} is fixed by params (one flat search)")
+        return None
 
     def stopping(study: optuna.Study) -> bool:
         return len(finished(study)) >= settings.max_trials or bool(goal_met_trials(study, goal))

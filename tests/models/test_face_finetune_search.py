@@ -72,3 +72,20 @@ def test_heads_first_then_block_5_seeded_from_the_best_head(
     assert staged["trials"] == {str(k): blocks.count(k) for k in sorted(set(blocks))}, (staged, blocks)
     assert staged["seconds"]["1"] > 0
     assert summary["trials_total"] == 6 and summary["registered_model"] is None  # the goal is out of reach
+
+
+def test_fine_tune_blocks_fixed_at_0_keeps_every_trial_a_head(
+    offline_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # model.yaml: params.fine_tune_blocks is "fixed for every trial, instead of searched".
+    for name, value in offline_env.items():
+        monkeypatch.setenv(name, value)
+    model = staged_copy(tmp_path)
+    flags = ["--weights", str(FACE_WEIGHTS), "--set", "data.input_size=32", "--set", "params.fine_tune_blocks=0"]
+    done, summary = tune_in(tmp_path, model, *flags, "--max-trials", "4", "--goal", "0.999", expect=3, timeout=900)
+    study = optuna.load_study(study_name=summary["study_name"], storage=f"sqlite:///{tmp_path}/optuna.db")
+    assert len(study.trials) == 4 and all("fine_tune_blocks" not in t.params for t in study.trials)
+    rows = done.stdout.splitlines()
+    assert "staged: off, fine_tune_blocks is fixed by params (one flat search)" in rows, done.stdout[-3000:]
+    assert not any("_pool outputs" in row for row in rows)  # no block's inputs were ever extracted
+    assert summary["staged"] is None

@@ -34,6 +34,29 @@ def test_fixed_trial_replays_parameters() -> None:
     assert space.sample(optuna.trial.FixedTrial(fixed))["units"] == [16, 32]
 
 
+def test_a_parameter_params_sets_is_held_there_and_not_suggested() -> None:
+    space = SearchSpace.parse(SPACE, "x").fixing({"optimizer": "sgd", "n_layers": 3, "patience": 4})
+    assert space.names() == ["dropout", "units"] and space.fixed_names() == ["n_layers", "optimizer"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(5):
+        trial = study.ask()
+        params = space.sample(trial)
+        assert params["optimizer"] == "sgd" and params["n_layers"] == 3 and len(params["units"]) == 3
+        assert "patience" not in params  # a param the space does not declare stays the model's own
+        assert set(trial.params) == {"dropout", "units_0", "units_1", "units_2"}  # Optuna searches the rest
+        study.tell(trial, 0.0)
+    replayed = space.sample(optuna.trial.FixedTrial(study.trials[0].params))
+    assert replayed == space.sample(optuna.trial.FixedTrial(study.trials[0].params)) and replayed["optimizer"] == "sgd"
+
+
+def test_a_fixed_per_layer_width_is_given_to_every_layer_or_one_each() -> None:
+    space = SearchSpace.parse(SPACE, "x")
+    trial = optuna.trial.FixedTrial({"n_layers": 2, "dropout": 0.1, "optimizer": "sgd"})
+    assert space.fixing({"units": 48}).sample(trial)["units"] == [48, 48]
+    assert space.fixing({"units": [16, 32]}).sample(trial)["units"] == [16, 32]
+    assert space.fixing({}) is space
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [

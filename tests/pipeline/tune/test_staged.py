@@ -14,6 +14,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline.config.manifest import load_manifest
@@ -160,6 +161,26 @@ def test_tune_stages_the_search_and_a_resumed_study_keeps_its_stage(tmp_path: Pa
     assert not any("until" in line for line in printed if line.startswith("staged:"))  # not primed afresh
     assert study.user_attrs[STAGED_ATTR]["since"] == 0
     assert summary.staged is not None and summary.staged["opened"] == {"1": 3, "2": 5}
+
+
+def test_a_staged_parameter_that_params_fixes_is_not_searched_or_staged(tmp_path: Path, tracking_uri: str) -> None:
+    model = write_stub(tmp_path / "stub", name=model_name(tmp_path), constant=0.7, space=BLOCKS)
+    manifest = model / "model.yaml"
+    manifest.write_text(manifest.read_text().replace("params: {", "params: {blocks: 2, "))
+    settings = stub_settings(
+        tmp_path, tracking_uri, max_trials=4, staged=StagedSpec("blocks", 1), seed=7, overrides=["params.blocks=0"]
+    )
+    printed: list[str] = []
+    summary = tune(model, settings, printed.append)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 4 and all("blocks" not in t.params for t in study.trials)  # stall 1 would open 1, 2
+    assert "staged: off, blocks is fixed by params (one flat search)" in printed
+    assert summary.staged is None and STAGED_ATTR not in study.user_attrs
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiment = client.get_experiment_by_name(model_name(tmp_path))
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id], "tags.`optuna.trial_number` != ''")
+    assert sorted(run.data.params["blocks"] for run in runs) == ["0"] * 4  # what train() was given
 
 
 @pytest.mark.slow
