@@ -45,11 +45,13 @@ def staged_copy(folder: Path) -> Path:
     return model
 
 
-def test_heads_first_then_block_5_seeded_from_the_best_head(
-    offline_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture(autouse=True)
+def _offline(offline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in offline_env.items():
         monkeypatch.setenv(name, value)
+
+
+def test_heads_first_then_block_5_seeded_from_the_best_head(tmp_path: Path) -> None:
     model = staged_copy(tmp_path)
     flags = ["--weights", str(FACE_WEIGHTS), "--set", "data.input_size=32", "--max-trials", "6", "--goal", "0.999"]
     done, summary = tune_in(tmp_path, model, *flags, "--pruner", "none", expect=3, timeout=1200)
@@ -74,12 +76,8 @@ def test_heads_first_then_block_5_seeded_from_the_best_head(
     assert summary["trials_total"] == 6 and summary["registered_model"] is None  # the goal is out of reach
 
 
-def test_fine_tune_blocks_fixed_at_0_keeps_every_trial_a_head(
-    offline_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_fine_tune_blocks_fixed_at_0_keeps_every_trial_a_head(tmp_path: Path) -> None:
     # model.yaml: params.fine_tune_blocks is "fixed for every trial, instead of searched".
-    for name, value in offline_env.items():
-        monkeypatch.setenv(name, value)
     model = staged_copy(tmp_path)
     flags = ["--weights", str(FACE_WEIGHTS), "--set", "data.input_size=32", "--set", "params.fine_tune_blocks=0"]
     done, summary = tune_in(tmp_path, model, *flags, "--max-trials", "4", "--goal", "0.999", expect=3, timeout=900)
