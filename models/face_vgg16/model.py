@@ -91,7 +91,7 @@ def prepare(ctx: StudyContext) -> FaceData:
     options = ctx.data
     align_mode(options)  # data.align=mtcnn on cropped data: one line before any photo is read
     max_fine_tune_blocks(ctx)  # a bad fine_tune_blocks range: one line before any photo is read
-    faces = align_faces(ctx, load_faces(options))  # raw photos -> aligned crops (data.align)
+    faces = align_faces(ctx, load_faces(options, FeatureCache(ctx.cache_dir, ctx.log)))  # -> aligned crops (data.align)
     parts = split(faces, *split_fractions(options, ctx.manifest.path), ctx.seed)
     features = _features(ctx, faces)
     flip = bool(options.get("flip", False))
@@ -161,7 +161,7 @@ def prepare_features(ctx: StudyContext) -> None:
     """
     align_mode(ctx.data)  # before any photo is read
     max_fine_tune_blocks(ctx)
-    faces = align_faces(ctx, load_faces(ctx.data))
+    faces = align_faces(ctx, load_faces(ctx.data, FeatureCache(ctx.cache_dir, ctx.log)))
     _features(ctx, faces)
     if ctx.data.get("flip", False):
         _features(ctx, faces, mirror=True)

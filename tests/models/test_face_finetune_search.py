@@ -18,7 +18,7 @@ import yaml
 from tests.cli import tune_in
 from tests.conftest import FACE_WEIGHTS, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("offline")]  # offline: data and weights from ../shared
 
 NARROW = {
     "n_layers": {"type": "int", "low": 1, "high": 1},
@@ -43,12 +43,6 @@ def staged_copy(folder: Path) -> Path:
     manifest["params"].update({"warmup_epochs": 1, "fine_tune_epochs": 2, "feature_shift": 0})
     (model / "model.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return model
-
-
-@pytest.fixture(autouse=True)
-def _offline(offline_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in offline_env.items():
-        monkeypatch.setenv(name, value)
 
 
 def test_heads_first_then_block_5_seeded_from_the_best_head(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import struct
 import warnings
@@ -14,6 +15,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import MlopsError
+from pipeline.sdk import FeatureCache
 from pipeline.sdk.contract import StudyContext, TrainResult, TrialContext, load_plugin
 from pipeline.tracking import promotion
 from pipeline.tracking.tracker import save_model
@@ -76,6 +78,55 @@ def test_empty_folder_and_too_few_classes(tmp_path: Path) -> None:
     root = make_people(tmp_path / "one", {"solo": 8})
     with pytest.raises(MlopsError, match="only 1 class"):
         faces.load_faces({"source": "folder", "path": str(root)})
+
+
+@pytest.mark.parametrize("shape", [(6, 32, 32), (6, 32, 32, 3), (6, 40, 30), (6, 40, 30, 3)])
+def test_images_at_size_skip_pillow_and_come_out_byte_identical(shape: tuple[int, ...]) -> None:
+    # The feature cache keys on these bytes: the fast path must not change one of them.
+    pixels = np.random.default_rng(1).random(shape, dtype=np.float32)
+    pixels[0, 0, 0] = 0.5 / 255  # a value that rounds half to even
+    as_uint8 = np.clip(np.rint(pixels * 255.0), 0, 255).astype(np.uint8)
+    converted = faces._to_rgb_uint8(pixels, 32)
+    assert converted.dtype == np.uint8 and converted.shape == (6, 32, 32, 3) and converted.flags.c_contiguous
+    np.testing.assert_array_equal(converted, faces._each_through_pillow(as_uint8, 32))
+
+
+def test_olivetti_loads_as_pillow_converted_it(offline: dict) -> None:
+    from sklearn.datasets import fetch_olivetti_faces
+
+    gray = fetch_olivetti_faces(download_if_missing=False).images  # 64 x 64 floats in [0, 1]
+    loaded = faces.load_faces({"source": "olivetti", "input_size": 64}).images
+    np.testing.assert_array_equal(loaded, faces._each_through_pillow(np.rint(gray * 255.0).astype(np.uint8), 64))
+
+
+def test_scikit_learn_faces_are_decoded_once_then_read_back_checked(
+    offline: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = tmp_path / "sklearn"
+    home.mkdir()
+    shutil.copy(Path(offline["SCIKIT_LEARN_DATA"]) / "olivetti_py3.pkz", home)  # a copy: its time is changed below
+    options = {"source": "olivetti", "input_size": 32, "data_home": str(home)}
+    lines: list[str] = []
+    cache = FeatureCache(tmp_path / "cache", lines.append)
+    decoded = faces.load_faces(options, cache)
+    np.testing.assert_array_equal(decoded.images, faces.load_faces(options).images)  # what scikit-learn gives
+
+    calls: list[int] = []
+    real = faces._olivetti
+    monkeypatch.setattr(faces, "_olivetti", lambda *args: calls.append(1) or real(*args))
+    again = faces.load_faces(options, cache)
+    assert calls == [] and lines[-1].startswith("faces: 400 images of 40 people from the cache")
+    np.testing.assert_array_equal(again.images, decoded.images)
+    np.testing.assert_array_equal(again.labels, decoded.labels)
+    assert again.names == decoded.names and again.labels.dtype == np.int64
+
+    (entry,) = (tmp_path / "cache").rglob("*.npz")
+    entry.write_bytes(entry.read_bytes()[:1000])  # a damaged entry is decoded again, never trusted
+    np.testing.assert_array_equal(faces.load_faces(options, cache).images, decoded.images)
+    assert len(calls) == 1 and any("damaged" in line for line in lines)
+    os.utime(home / "olivetti_py3.pkz", ns=(0, 0))  # scikit-learn's file changed: a new entry
+    faces.load_faces(options, cache)
+    assert len(calls) == 2 and len(list((tmp_path / "cache").rglob("*.npz"))) == 2
 
 
 def test_split_is_stratified_and_reproducible() -> None:
