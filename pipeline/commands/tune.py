@@ -59,6 +59,13 @@ def register(app: typer.Typer) -> None:
         register_model: Annotated[
             bool | None, typer.Option("--register/--no-register", help="Register the best model when the goal is met.")
         ] = None,
+        warm_start: Annotated[
+            bool | None,
+            typer.Option(
+                "--warm-start/--no-warm-start",
+                help="A new study first tries the best parameters of earlier studies on the same data (default on).",
+            ),
+        ] = None,
         set_: Annotated[
             list[str] | None,
             typer.Option("--set", help="Override a model.yaml option: data.source=lfw, data.input_size=96."),
@@ -95,6 +102,7 @@ def register(app: typer.Typer) -> None:
             "runs_dir": runs_dir,
             "cache_dir": cache_dir,
             "register": register_model,
+            "warm_start": warm_start,
             "overrides": set_ or None,
             "promote_margin": promote_margin,
             "force_promote": force_promote,

@@ -44,6 +44,16 @@ class Param:
     choices: tuple[Any, ...] = ()
     per_layer: str | None = None
 
+    def admits(self, value: Any) -> bool:
+        """Whether ``value`` is one this parameter can take (a choice, or inside the range)."""
+        if self.type == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.type == "int" and not float(value).is_integer():
+            return False
+        return float(self.low) <= value <= float(self.high)  # type: ignore[arg-type]
+
     def suggest(self, trial: optuna.Trial | optuna.trial.FixedTrial, name: str) -> Any:
         """Ask ``trial`` for a value of this parameter under ``name``."""
         if self.type == "categorical":
@@ -111,6 +121,24 @@ class SearchSpace:
             if p.per_layer:  # one width for every layer, unless a list names each
                 values[p.name] = list(value) if isinstance(value, list) else [value] * int(values[p.per_layer])
         return values
+
+    def optuna_params(self, params: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``params`` (a trial's, as Optuna names them: ``units_0``...) restricted to this space, or
+        ``None`` when one is missing or lies outside its range or choices."""
+        chosen: dict[str, Any] = {}
+        counts = {p.name: value for p, value in self.fixed}
+        for p in self.params:
+            names = [p.name]
+            if p.per_layer:
+                count = counts.get(p.per_layer, chosen.get(p.per_layer))
+                names = [f"{p.name}_{i}" for i in range(int(count))] if count is not None else []
+            for name in names:
+                if name not in params or not p.admits(params[name]):
+                    return None
+                chosen[name] = params[name]
+            if not p.per_layer:
+                counts[p.name] = chosen[p.name]
+        return chosen
 
     def names(self) -> list[str]:
         """The declared parameter names, in sampling order."""

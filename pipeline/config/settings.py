@@ -76,6 +76,7 @@ class TuneSettings:
     cache_dir: Path = field(default_factory=default_dir)  # resolve_settings: under $XDG_CACHE_HOME
     weights: str | None = None  # overrides params.weights
     register: bool = True  # register the best model when the goal is met
+    warm_start: bool = True  # a new study first tries earlier studies' best on the same data (tune/warm_start.py)
     # The promotion gate (pipeline/tracking/promotion.py): how much better on the test split
     # (goal metric units) a new model must be to replace the champion; or skip the comparison.
     promote_margin: float = 0.0

@@ -14,6 +14,8 @@ WORKER_ATTR = "worker"  # the process running it, as ``study.worker_id`` (host|P
 INTERRUPTED_ATTR = "interrupted"  # stopped by Ctrl-C / SIGTERM: retried on the next run
 REASON_ATTR = "fail_reason"  # why it failed: "ValueError: boom"
 STAGED_TRIAL_ATTR = "staged"  # {"cap", "by", "seeded_from"?}: enqueued by a staged search (pipeline.tune.staged)
+SEED_ATTR = "seed"  # the seed train() got; a warm-started trial takes its source trial's (study.trial_seed)
+WARM_START_ATTR = "warm_start_from"  # the earlier study whose best parameters it tries (pipeline.tune.warm_start)
 
 # A trial's system attributes, set by Optuna's ``RetryHeartbeatStaleTrialCallback``.
 FAILED_TRIAL_ATTR = "failed_trial"  # the first trial of a retry chain (whose checkpoint it resumes)
@@ -23,6 +25,7 @@ RETRY_HISTORY_ATTR = "retry_history"  # every trial of the chain before this one
 PARENT_ATTR = "mlflow_parent_run_id"  # the search's one MLflow parent run
 RESTARTS_ATTR = "restarts"  # how often a supervisor restarted the search
 SEARCH_ATTR = "search"  # {"model", "goal", "max_trials"} of the latest run: what `mlops status --study` judges by
+DATA_ATTR = "data_fingerprint"  # what prepare reported: later studies on the same data warm-start from this one
 STAGED_ATTR = "staged"  # a staged search's stage: {"param", "cap", "since", "opened", "seeded"}
 # On a marker study (``study.run_once``): who does the work, then its result.
 RESULT_ATTR = "result"

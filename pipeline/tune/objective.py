@@ -13,11 +13,11 @@ from pipeline.sdk.checkpoints import tidy_finished
 from pipeline.sdk.contract import TrainResult, TrialContext
 from pipeline.summary import GoalSpec
 from pipeline.tracking.tracker import STUDY_TAG, TRIAL_TAG
-from pipeline.tune.attributes import INTERRUPTED_ATTR, INTERVAL_ATTR, RUN_ID_ATTR, WORKER_ATTR
+from pipeline.tune.attributes import INTERRUPTED_ATTR, INTERVAL_ATTR, RUN_ID_ATTR, SEED_ATTR, WORKER_ATTR
 from pipeline.tune.confidence import wilson_interval
 from pipeline.tune.sampling import duplicate_of
 from pipeline.tune.search_run import SearchRun
-from pipeline.tune.study import trial_origin, worker_id
+from pipeline.tune.study import trial_origin, trial_seed, worker_id
 
 
 def flatten(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -123,8 +123,10 @@ class Objective:
             if run.deadline is not None and time.monotonic() > run.deadline:
                 raise TimedOut(f"the search's timeout ({run.settings.timeout:g}s) ran out at epoch {epoch}")
 
+        seed = trial_seed(trial, run.seed)
+        trial.set_user_attr(SEED_ATTR, seed)  # what a later study's warm start repeats
         context = TrialContext(
-            trial.number, run.seed + origin, report, checkpoint_dir, self.goal.metric, self.goal.direction, self.log
+            trial.number, seed, report, checkpoint_dir, self.goal.metric, self.goal.direction, self.log
         )
         try:
             result = run.plugin.train(run.data, params, context)

@@ -24,7 +24,7 @@ from pipeline.tracking.tracker import Tracker
 from pipeline.tune.attributes import INTERVAL_ATTR, RESTARTS_ATTR, RUN_ID_ATTR
 from pipeline.tune.objective import Objective
 from pipeline.tune.search_run import SearchRun
-from pipeline.tune.study import counts, goal_met_trials, run_once, trial_origin
+from pipeline.tune.study import counts, goal_met_trials, run_once, trial_seed
 from pipeline.tune.study import redact as redact_url
 
 
@@ -46,7 +46,7 @@ def _result_of(trial: optuna.trial.FrozenTrial, run: SearchRun, kept: tuple[int,
     shutil.rmtree(replay, ignore_errors=True)
     context = TrialContext(
         trial.number,
-        run.seed + int(trial_origin(trial)),
+        trial_seed(trial, run.seed),
         lambda epoch, metrics: None,
         replay,
         run.goal.metric,

@@ -47,6 +47,7 @@ from pipeline.tune.study import (
     retry_interrupted,
     stop_rules,
 )
+from pipeline.tune.warm_start import record_data, warm_start
 
 
 def study_name_for(manifest: Any, data: dict[str, Any], params: dict[str, Any], seed: int) -> str:
@@ -150,6 +151,7 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     clock.lap("setup")
     data = plugin.prepare(context)
     clock.lap("prepare")
+    record_data(study, str(context.facts.get("data_fingerprint", "")))  # later studies on these data start here
     commit = git_commit(manifest.folder, settings.commit)
     tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
     previous = study.user_attrs.get(PARENT_ATTR)
@@ -185,6 +187,8 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
         log("the goal was already met in this study; reporting its best trial")
     elif len(finished(study)) < settings.max_trials:
         streak = FailureStreak(str(manifest.folder))
+        if settings.warm_start:  # queued before the staged search's first trial: they run first
+            warm_start(study, manifest.name, goal.metric, manifest.search_space, log)
         if staged is not None:
             staged.prime(study)
         run.deadline = time.monotonic() + settings.timeout if settings.timeout else None

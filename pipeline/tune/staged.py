@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.config.search_space import SearchSpace
 from pipeline.config.settings import StagedSpec, TuneSettings
 from pipeline.summary import GoalSpec
-from pipeline.tune.attributes import STAGED_ATTR, STAGED_TRIAL_ATTR
+from pipeline.tune.attributes import STAGED_ATTR, STAGED_TRIAL_ATTR, WARM_START_ATTR
 from pipeline.tune.study import _gone, finished, goal_met_trials, run_once, worker_id
 
 # Trials whose time counts in the summary's time by value: every trial that ran to an end.
@@ -83,7 +83,8 @@ class StagedSearch:
 
         A resumed study keeps its stage. A trial already WAITING with the parameter fixed
         by a process that is gone (the run before this one) is this worker's first trial;
-        one queued by a live worker is that worker's, so this worker queues its own.
+        one queued by a live worker is that worker's, so this worker queues its own. Warm-start
+        trials still WAITING go first, and queue none.
         """
         saved = study.user_attrs.get(STAGED_ATTR)
         if not isinstance(saved, dict) or saved.get("param") != self.param:
@@ -95,6 +96,8 @@ class StagedSearch:
         if self.stopping(study) or self._open_if_stalled(study):
             return
         for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            if WARM_START_ATTR in trial.user_attrs:
+                return  # warm-start trials run first (pipeline.tune.warm_start); each one's end queues the next
             if self.param in trial.system_attrs.get("fixed_params", {}) and _gone(
                 str(trial.user_attrs.get(STAGED_TRIAL_ATTR, {}).get("by", ""))
             ):

@@ -40,6 +40,7 @@ from pipeline.tune.attributes import (
     PARENT_ATTR,
     RESULT_ATTR,
     RETRY_HISTORY_ATTR,
+    SEED_ATTR,
     WORKER_ATTR,
 )
 from pipeline.tune.sampling import FINISHED_STATES, TrialSeededSampler
@@ -382,6 +383,13 @@ def counts(study: optuna.Study) -> dict[str, int]:
     for trial in study.get_trials(deepcopy=False):
         tally[trial.state.name] = tally.get(trial.state.name, 0) + 1
     return tally
+
+
+def trial_seed(trial: FrozenTrial | optuna.Trial, study_seed: int) -> int:
+    """The seed a trial trains with: the study's seed plus its retry chain's first number, unless it
+    was queued with its own (a warm start repeats the earlier best trial's, so it scores as that did)."""
+    seed = trial.user_attrs.get(SEED_ATTR)
+    return int(seed) if isinstance(seed, int) else study_seed + trial_origin(trial)
 
 
 def trial_origin(trial: FrozenTrial | optuna.Trial) -> int:

@@ -25,6 +25,8 @@ from pipeline.sdk.contract import Evaluation, ExportedModel, TrainResult
 
 def prepare(ctx):
     ctx.notes.extend(ctx.params.get("notes", []))  # what the report tells about the data
+    if "fingerprint" in ctx.params:  # which data set it stands for (warm starts match on it)
+        ctx.facts["data_fingerprint"] = ctx.params["fingerprint"]
     return dict(ctx.params)
 
 
