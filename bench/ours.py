@@ -60,6 +60,8 @@ def command(args: Any, size: int, work: Path) -> list[str]:
     ]
     if args.min_faces is not None:
         line += ["--set", f"data.min_faces_per_person={args.min_faces}"]
+    if args.no_warm_start:
+        line.append("--no-warm-start")
     return line
 
 
@@ -84,6 +86,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-trials", type=int, default=40)
     parser.add_argument("--label", default="ours", help="contender name in the results")
     parser.add_argument("--profile", action="store_true", help="cProfile it; add MLflow's total")
+    parser.add_argument(
+        "--no-warm-start", action="store_true", help="mlops tune --no-warm-start: no earlier study's best first"
+    )
     args = parser.parse_args(argv)
     size = args.size or DATASETS[args.dataset]
     work = args.work_dir
@@ -100,6 +105,7 @@ def main(argv: list[str] | None = None) -> None:
         size=size,
         goal=args.goal,
         cache="cold" if cold else "warm",
+        warm_start=not args.no_warm_start,
         command=" ".join(line),
     )
     started = time.perf_counter()

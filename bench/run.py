@@ -184,11 +184,13 @@ class Runner:
         max_trials: int = 40,
         fraction: float = 1.0,
         profile: bool = False,
+        warm_start: bool = True,
         **fields: Any,
     ) -> dict[str, Any]:
-        """``bench.ours`` with a given cache and work folder."""
+        """``bench.ours`` with a given cache and work folder (``warm_start``: mlops tune's own)."""
         extra = ["--cache-dir", str(cache), "--work-dir", str(work), "--max-trials", str(max_trials)]
-        return self.child("bench.ours", dataset, goal, extra + (["--profile"] if profile else []), fraction, **fields)
+        extra += (["--profile"] if profile else []) + ([] if warm_start else ["--no-warm-start"])
+        return self.child("bench.ours", dataset, goal, extra, fraction, **fields)
 
 
 CONTENDERS = {  # after the floor and ours, in each round: name -> (module, extra arguments)
@@ -202,8 +204,9 @@ CONTENDERS = {  # after the floor and ours, in each round: name -> (module, extr
 def compare(runner: Runner, dataset: str, goals: list[float], repeats: int) -> None:
     """Per goal, ``repeats`` rounds of every contender, each round with its own seed.
 
-    A round: the floor, ours cold then warm on the same cache, KerasTuner (random, Hyperband,
-    on our cached features), the retrain loop. Then one profiled run of ours (warm).
+    A round: the floor, ours cold then warm on the same cache (with its warm start from the cold
+    study's best, then without), KerasTuner (random, Hyperband, on our cached features), the
+    retrain loop. Then one profiled run of ours (warm).
     """
     env = runner.env
     runner.write(warm_data(dataset, env.env(), DATASETS[dataset], runner.options.seed))
@@ -213,7 +216,8 @@ def compare(runner: Runner, dataset: str, goals: list[float], repeats: int) -> N
             runner.child("bench.floor", dataset, goal, repeat=repeat)
             cache, work = env.scratch("cache"), env.scratch("work")
             runner.ours(dataset, goal, cache, work, repeat=repeat)
-            runner.ours(dataset, goal, cache, work, repeat=repeat)
+            runner.ours(dataset, goal, cache, work, repeat=repeat)  # warm: the cache and the cold study's best
+            runner.ours(dataset, goal, cache, work, warm_start=False, repeat=repeat)  # the cache alone
             for name in runner.options.contenders:
                 module, extra = CONTENDERS[name]
                 runner.child(module, dataset, goal, extra, repeat=repeat)
