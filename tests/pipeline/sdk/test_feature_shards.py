@@ -6,6 +6,7 @@ face model, SIGKILL it mid-extraction, and start two workers on one cache.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -200,8 +201,18 @@ def shards_computed(output: str) -> list[int]:
     return [int(m.group(1)) for m in SHARD_LINE.finditer(output)]
 
 
+def feature_entries(cache: Path) -> list[Path]:
+    """The cache's feature entries (published or half-published): not the decoded faces' entry."""
+    found = []
+    for entry in cache.glob("*/*.npz"):
+        note = entry.with_suffix(".json")
+        if "faces" not in (json.loads(note.read_text())["parts"] if note.exists() else {}):
+            found.append(entry)
+    return found
+
+
 def published(cache: Path) -> Path:
-    (found,) = cache.glob("*/*.npz")
+    (found,) = feature_entries(cache)
     return found
 
 
@@ -232,7 +243,7 @@ def test_sigkill_mid_extraction_then_rerun_computes_only_the_missing_shards(
     finally:
         first.kill()
     assert first.returncode == -signal.SIGKILL
-    assert not list(cache.glob("*/*.npz"))  # killed before publishing: nothing half-published
+    assert not feature_entries(cache)  # killed before publishing: nothing half-published
     shard_dir = next(cache.glob("*/*.shards"))
     # A shard counts once its note is there (written after its .npz); shard n starts at 32 * (n - 1).
     stored = {int(note.stem.split("-")[0]) // 32 + 1 for note in shard_dir.glob("*.json")}
