@@ -93,8 +93,8 @@ def _decoded_once(cache: FeatureCache | None, parts: dict[str, Any], files: Path
 
     A later run reads our uint8 copy instead of importing ``sklearn.datasets`` and decompressing
     its float32 cache (LFW-62 at 96 px: 83 MB against 334 MB, about 3 s a run). The key names
-    every file under ``files`` (size and modification time) and the scikit-learn and Pillow
-    versions that decoded them; the entry is checked on every read like a feature entry.
+    every file under ``files`` (size and modification time) and the scikit-learn, Pillow and
+    numpy versions that decoded them; the entry is checked on every read like a feature entry.
     """
     if cache is None:
         return load()
@@ -125,6 +125,7 @@ def _files_identity(path: Path) -> str:
 
 
 def _decoder_versions() -> dict[str, str]:
+    """The installed versions of what turns scikit-learn's files into our faces (no import of them)."""
     from importlib.metadata import version
 
     return {name: version(name) for name in ("scikit-learn", "pillow", "numpy")}
