@@ -151,9 +151,10 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     clock.lap("setup")
     data = plugin.prepare(context)
     clock.lap("prepare")
-    record_data(study, str(context.facts.get("data_fingerprint", "")))  # later studies on these data start here
+    fingerprint = str(context.facts.get("data_fingerprint", ""))
+    record_data(study, fingerprint)  # later studies on these data start from this one's best
     commit = git_commit(manifest.folder, settings.commit)
-    tags = {"git_commit": commit, "data_fingerprint": str(context.facts.get("data_fingerprint", ""))}
+    tags = {"git_commit": commit, "data_fingerprint": fingerprint}
     previous = study.user_attrs.get(PARENT_ATTR)
     parent_id = claim_parent_run(
         study, lambda run_id: tracker.parent_run(run_id, name, {**tags, "model": manifest.name})
