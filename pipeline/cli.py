@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from pipeline import faults
+from pipeline import faults, heap
 from pipeline.config.environment import FAULT_AT, Environment
 from pipeline.errors import ExitCode, MlopsError
 from pipeline.tune import interrupts
@@ -38,6 +38,7 @@ for _stage in _STAGES:
 def main() -> None:
     """Console entry point: run the app, turning an ``MlopsError`` into one line and a code."""
     interrupts.install()  # Ctrl-C and SIGTERM stop cleanly: one line, exit 130 / 143
+    heap.enable_for_process()  # the collector skips long-lived imports and the heap at exit
     env = Environment.from_os()  # the one read of the process environment
     try:
         faults.arm(env.get(FAULT_AT))  # a testing aid (pipeline/faults.py): unset, nothing armed

@@ -10,10 +10,13 @@ import os
 import random
 import shutil
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from pipeline import heap
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MLOPS_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -38,6 +41,14 @@ def _seed() -> None:
     """Every test starts from the same random state."""
     random.seed(0)
     np.random.seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _collector() -> Iterator[None]:
+    """A test that runs ``pipeline.cli.main`` in this process leaves it a test session, not a command
+    process: nothing frozen accumulates across tests (pipeline/heap.py)."""
+    yield
+    heap.disable_for_process()
 
 
 def make_offline_homes(base: Path) -> dict[str, str]:

@@ -9,7 +9,7 @@ left behind.
 from __future__ import annotations
 
 from pipeline.config.manifest import ModelManifest
-from pipeline.config.settings import TuneSettings, apply_overrides, check_folders, check_staged
+from pipeline.config.settings import TuneSettings, apply_overrides, check_first_trials, check_folders, check_staged
 from pipeline.errors import MlopsError
 
 
@@ -30,4 +30,5 @@ def check_run(manifest: ModelManifest, settings: TuneSettings) -> None:
         )
     apply_overrides(manifest, settings)
     check_staged(manifest.search_space, settings)
+    check_first_trials(manifest.search_space, settings)
     check_folders(settings)

@@ -140,6 +140,42 @@ class SearchSpace:
                 counts[p.name] = chosen[p.name]
         return chosen
 
+    def given_params(self, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+        """Some parameters as the model gets them (``units: [256, 128]`` or one width for every
+        layer) as Optuna names them (``units_0``...), for ``study.enqueue_trial``; the sampler
+        draws the rest. A parameter held by ``params`` (``fixing``) keeps its held value.
+
+        Raises:
+            MlopsError: naming ``where`` and the key: not a parameter, or a value it cannot take.
+        """
+        held = {p.name: value for p, value in self.fixed}
+        by_name = {p.name: p for p in self.params}
+        given: dict[str, Any] = {}
+        for name, value in values.items():
+            if name in held:
+                continue
+            param = by_name.get(name)
+            if param is None:
+                names = ", ".join(by_name)
+                raise MlopsError(f"{where}.{name}: not a parameter of the search space; use one of: {names}")
+            if not param.per_layer:
+                _check_given(param, value, f"{where}.{name}")
+                given[name] = value
+                continue
+            count = held.get(param.per_layer, values.get(param.per_layer))  # a held count wins, as its value does
+            if count is None:
+                layers = param.per_layer
+                raise MlopsError(f"{where}.{name}: one value per layer of {layers}; give {layers} too")
+            if param.per_layer not in held:
+                _check_given(by_name[param.per_layer], count, f"{where}.{param.per_layer}")
+            widths = list(value) if isinstance(value, list) else [value] * int(count)
+            if len(widths) != int(count):
+                raise MlopsError(f"{where}.{name}: {len(widths)} value(s) for {count} layer(s); give one per layer")
+            for index, width in enumerate(widths):
+                _check_given(param, width, f"{where}.{name}[{index}]")
+                given[f"{name}_{index}"] = width
+        return given
+
     def names(self) -> list[str]:
         """The declared parameter names, in sampling order."""
         return [p.name for p in self.params]
@@ -214,3 +250,14 @@ def _parse_param(name: str, spec: Any, where: str) -> Param:
 def _number(value: Any) -> bool:
     """A YAML number (``true`` is not one) that is finite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_given(param: Param, value: Any, where: str) -> None:
+    """A value someone chose for ``param`` must be one the space itself could draw."""
+    if param.admits(value):
+        return
+    if param.type == "categorical":
+        raise MlopsError(f"{where}: {value!r} is not one of its choices {list(param.choices)}; pick one of them")
+    raise MlopsError(
+        f"{where}: {value!r} is outside its search range [{param.low:g}, {param.high:g}]; pick a value inside it"
+    )

@@ -17,6 +17,7 @@ any data is loaded or any run opened.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import tempfile
@@ -56,6 +57,7 @@ class StagedSpec:
 
 
 STAGED_EXAMPLE = "staged: {param: fine_tune_blocks, stall_trials: 6, seed_with: {fine_tune_learning_rate: 1.0e-5}}"
+FIRST_TRIALS_EXAMPLE = "first_trials: [{n_layers: 0, optimizer: adam, learning_rate: 0.003}]"
 
 
 @dataclass
@@ -94,6 +96,9 @@ class TuneSettings:
     commit: str | None = None
     # Heads first, fine-tuning when heads stall (pipeline/tune/staged.py); None: one flat search.
     staged: StagedSpec | None = None
+    # Parameters the first trials of a new study take, before the sampler draws (the model's
+    # known-good starting points; keys left out are drawn): pipeline/tune/first_trials.py.
+    first_trials: tuple[dict[str, Any], ...] = ()
     # Where each setting that was set came from ("--goal", "MLOPS_GOAL", "mlops.yaml tune.goal"),
     # so a bad value's message names the place to fix it. Not a setting itself.
     origin: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -127,6 +132,8 @@ def _coerce(name: str, value: Any, where: str) -> Any:
         return None
     if kind.startswith("StagedSpec"):
         return _staged(value, where)
+    if kind.startswith("tuple[dict"):
+        return _first_trials(value, where)
     try:
         if kind.startswith("bool"):
             if isinstance(value, str):
@@ -174,6 +181,33 @@ def _staged(value: Any, where: str) -> StagedSpec:
             f"e.g. {STAGED_EXAMPLE}"
         )
     return StagedSpec(value["param"], stall, dict(seed_with))
+
+
+def _first_trials(value: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """``tune.first_trials`` from a list of mappings (YAML), or from its YAML text (``MLOPS_FIRST_TRIALS``)."""
+    if isinstance(value, str):
+        with contextlib.suppress(yaml.YAMLError):  # not YAML: reported as the text it is
+            value = yaml.safe_load(value)
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list) or not all(
+        isinstance(entry, dict) and entry and all(isinstance(key, str) for key in entry) for entry in value
+    ):
+        raise MlopsError(
+            f"{where}: setting 'first_trials' = {value!r} must be a list of mappings of search parameters "
+            f"to values; use {FIRST_TRIALS_EXAMPLE}"
+        )
+    return tuple(dict(entry) for entry in value)
+
+
+def check_first_trials(space: Any, settings: TuneSettings) -> None:
+    """Check every ``settings.first_trials`` entry against the model's search space (a ``SearchSpace``).
+
+    Raises:
+        MlopsError: naming the entry and key: not a search parameter, or a value outside its range or choices.
+    """
+    for index, entry in enumerate(settings.first_trials):
+        space.given_params(entry, f"setting first_trials[{index}] (from {settings.source('first_trials')})")
 
 
 def check_staged(space: Any, settings: TuneSettings) -> None:

@@ -16,6 +16,7 @@ REASON_ATTR = "fail_reason"  # why it failed: "ValueError: boom"
 STAGED_TRIAL_ATTR = "staged"  # {"cap", "by", "seeded_from"?}: enqueued by a staged search (pipeline.tune.staged)
 SEED_ATTR = "seed"  # the seed train() got; a warm-started trial takes its source trial's (study.trial_seed)
 WARM_START_ATTR = "warm_start_from"  # the earlier study whose best parameters it tries (pipeline.tune.warm_start)
+FIRST_TRIAL_ATTR = "first_trial"  # its index in tune.first_trials, whose parameters it takes (tune/first_trials.py)
 
 # A trial's system attributes, set by Optuna's ``RetryHeartbeatStaleTrialCallback``.
 FAILED_TRIAL_ATTR = "failed_trial"  # the first trial of a retry chain (whose checkpoint it resumes)

@@ -73,7 +73,7 @@ def finish_study(study: optuna.Study, run: SearchRun, objective: Objective) -> T
         goal=goal,
         goal_met=False,
         best=None,
-        trials_total=sum(tally.values()),
+        trials_total=sum(n for state, n in tally.items() if state != "WAITING"),  # queued, never run: not trials
         trials_complete=tally.get("COMPLETE", 0),
         trials_pruned=tally.get("PRUNED", 0),
         trials_failed=tally.get("FAIL", 0),

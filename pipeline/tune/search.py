@@ -22,6 +22,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 
+from pipeline import heap
 from pipeline.config.preflight import check_run
 from pipeline.config.settings import TuneSettings, apply_overrides
 from pipeline.errors import ExitCode
@@ -32,6 +33,7 @@ from pipeline.tracking.versioning import git_commit
 from pipeline.tune import interrupts
 from pipeline.tune.attributes import PARENT_ATTR, RESTARTS_ATTR, RUN_ID_ATTR, SEARCH_ATTR
 from pipeline.tune.failure_streak import FailureStreak
+from pipeline.tune.first_trials import queue_first_trials
 from pipeline.tune.interrupts import Interrupted
 from pipeline.tune.objective import Objective
 from pipeline.tune.results import finish_study
@@ -134,8 +136,10 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     plugin = replace(plugin, manifest=manifest)
     run_dir = settings.runs_dir.resolve() / manifest.name
     run_dir.mkdir(parents=True, exist_ok=True)
+    heap.preload(["mlflow"])  # the collector paused while it loads (pipeline/heap.py)
     tracker = Tracker(settings.tracking, settings.experiment or manifest.name)  # fail fast, before the data
     study, storage = open_study(name, goal.direction, settings)
+    heap.preload(heap.framework_modules(manifest.framework))  # what every trial imports: now, the same way
     progress.study, progress.storage, progress.tracker = study, storage, tracker
     # `mlops status --study NAME` has no model folder: it reads the goal and budget from here.
     study.set_user_attr(SEARCH_ATTR, {"model": manifest.name, "goal": asdict(goal), "max_trials": settings.max_trials})
@@ -190,6 +194,8 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
         streak = FailureStreak(str(manifest.folder))
         if settings.warm_start:  # queued before the staged search's first trial: they run first
             warm_start(study, manifest.name, goal.metric, manifest.search_space, log)
+        first_stage = (staged.param, staged.low) if staged is not None else None
+        queue_first_trials(study, settings.first_trials, manifest.search_space, first_stage, log)
         if staged is not None:
             staged.prime(study)
         run.deadline = time.monotonic() + settings.timeout if settings.timeout else None

@@ -37,7 +37,7 @@ from optuna.trial import FrozenTrial, TrialState
 from pipeline.config.search_space import SearchSpace
 from pipeline.config.settings import StagedSpec, TuneSettings
 from pipeline.summary import GoalSpec
-from pipeline.tune.attributes import STAGED_ATTR, STAGED_TRIAL_ATTR, WARM_START_ATTR
+from pipeline.tune.attributes import FIRST_TRIAL_ATTR, STAGED_ATTR, STAGED_TRIAL_ATTR, WARM_START_ATTR
 from pipeline.tune.study import _gone, finished, goal_met_trials, run_once, worker_id
 
 # Trials whose time counts in the summary's time by value: every trial that ran to an end.
@@ -84,7 +84,7 @@ class StagedSearch:
         A resumed study keeps its stage. A trial already WAITING with the parameter fixed
         by a process that is gone (the run before this one) is this worker's first trial;
         one queued by a live worker is that worker's, so this worker queues its own. Warm-start
-        trials still WAITING go first, and queue none.
+        and first trials still WAITING go first, and queue none.
         """
         saved = study.user_attrs.get(STAGED_ATTR)
         if not isinstance(saved, dict) or saved.get("param") != self.param:
@@ -93,11 +93,9 @@ class StagedSearch:
                 f"staged: {self.param} <= {self.low} until {self.stall_trials} finished trials in a row "
                 f"(complete or pruned) bring no new best; then up to {self.high} step by step"
             )
-        if self.stopping(study) or self._open_if_stalled(study):
+        if self.stopping(study) or self._open_if_stalled(study) or _queued_ahead(study):
             return
         for trial in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            if WARM_START_ATTR in trial.user_attrs:
-                return  # warm-start trials run first (pipeline.tune.warm_start); each one's end queues the next
             if self.param in trial.system_attrs.get("fixed_params", {}) and _gone(
                 str(trial.user_attrs.get(STAGED_TRIAL_ATTR, {}).get("by", ""))
             ):
@@ -106,7 +104,7 @@ class StagedSearch:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         """Called by Optuna after each of this worker's trials: queue its next trial, maybe opening a stage."""
-        if self.stopping(study) or self._open_if_stalled(study):
+        if self.stopping(study) or self._open_if_stalled(study) or _queued_ahead(study):
             return
         self._enqueue_next(study)
 
@@ -234,3 +232,10 @@ def _seeded_number(study: optuna.Study, cap: int, source: int) -> int:
         if attrs.get("cap") == cap and attrs.get("seeded_from") == source:
             return trial.number
     return -1  # never: the caller has just queued it
+
+
+def _queued_ahead(study: optuna.Study) -> bool:
+    """Whether warm-start or first trials still wait: they run first (warm_start.py, first_trials.py),
+    and the staged trial is queued when the last of them ends, so none is left waiting behind a stop."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    return any(WARM_START_ATTR in t.user_attrs or FIRST_TRIAL_ATTR in t.user_attrs for t in waiting)

@@ -21,7 +21,7 @@ OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 
 
 def dense_layers(params: dict[str, Any]) -> list[Any]:
-    """``n_layers`` x (Dense(units_i, activation), Dropout(dropout)).
+    """``n_layers`` x (Dense(units_i, activation), Dropout(dropout)); none for ``n_layers`` 0 (a linear model).
 
     ``units`` is a list (one width per layer, ``per_layer: n_layers`` in the space) or one
     width for every layer.

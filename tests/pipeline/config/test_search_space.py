@@ -110,3 +110,31 @@ def test_space_is_checked_against_what_the_model_reads() -> None:
         SearchSpace.parse(bad, "s").check_against(accepts, "s")
     with pytest.raises(MlopsError, match=r"^s.dropout: the model reads no hyperparameter 'dropout'; allowed: n_layers"):
         SearchSpace.parse(SPACE, "s").check_against({k: v for k, v in accepts.items() if k != "dropout"}, "s")
+
+
+def test_given_params_are_named_as_optuna_names_them_and_checked() -> None:
+    space = SearchSpace.parse(
+        {
+            "n_layers": {"type": "int", "low": 0, "high": 3},
+            "units": {"type": "int", "low": 8, "high": 64, "per_layer": "n_layers"},
+            "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+        },
+        "search_space",
+    )
+    assert space.given_params({"n_layers": 2, "units": [16, 64]}, "w") == {"n_layers": 2, "units_0": 16, "units_1": 64}
+    assert space.given_params({"n_layers": 2, "units": 32}, "w") == {"n_layers": 2, "units_0": 32, "units_1": 32}
+    assert space.given_params({"n_layers": 0, "units": []}, "w") == {"n_layers": 0}
+    assert space.given_params({"optimizer": "sgd"}, "w") == {"optimizer": "sgd"}  # the rest drawn
+    assert space.fixing({"n_layers": 1}).given_params({"n_layers": 3, "units": 16}, "w") == {"units_0": 16}
+    problems = {
+        "w.lr: not a parameter of the search space; use one of: n_layers, optimizer, units": {"lr": 0.1},
+        "w.units: one value per layer of n_layers; give n_layers too": {"units": 16},
+        "w.units: 1 value(s) for 2 layer(s); give one per layer": {"n_layers": 2, "units": [16]},
+        "w.units[1]: 65 is outside its search range [8, 64]; pick a value inside it": {"n_layers": 2, "units": [8, 65]},
+        "w.n_layers: 4 is outside its search range [0, 3]; pick a value inside it": {"units": 16, "n_layers": 4},
+        "w.optimizer: 'adamw' is not one of its choices ['adam', 'sgd']; pick one of them": {"optimizer": "adamw"},
+    }
+    for message, given in problems.items():
+        with pytest.raises(MlopsError) as raised:
+            space.given_params(given, "w")
+        assert str(raised.value) == message

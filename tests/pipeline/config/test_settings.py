@@ -110,3 +110,25 @@ def test_overrides_of_a_model_without_declarations_must_name_listed_options() ->
     bad = resolve_settings({}, {}, {"overrides": ["data.sorce=b"]}, environ={})
     with pytest.raises(MlopsError, match=r"--set data.sorce=b: the model has no data option 'sorce' \(its model.yaml"):
         apply_overrides(manifest, bad)
+
+
+def test_first_trials_come_as_a_list_of_mappings_from_yaml_or_the_environment() -> None:
+    settings = resolve_settings({"first_trials": [{"n_layers": 0}, {"n_layers": 1, "units": 64}]}, {}, {}, environ={})
+    assert settings.first_trials == ({"n_layers": 0}, {"n_layers": 1, "units": 64})
+    one = resolve_settings({}, {}, {}, environ={"MLOPS_FIRST_TRIALS": "{n_layers: 2}"})
+    assert (one.first_trials, one.source("first_trials")) == (({"n_layers": 2},), "MLOPS_FIRST_TRIALS")
+    for bad in ("n_layers=0", [{}], [["n_layers", 0]], 3):
+        with pytest.raises(MlopsError, match=r"setting 'first_trials' = .* must be a list of mappings"):
+            resolve_settings({"first_trials": bad}, {}, {}, environ={})
+
+
+def test_first_trials_are_checked_against_the_search_space() -> None:
+    from pipeline.config.preflight import check_run
+
+    manifest = load_manifest(ROOT / "models" / "face_vgg16")
+    good = resolve_settings({"first_trials": [{"n_layers": 2, "units": [64, 32]}]}, {}, {}, environ={})
+    check_run(manifest, good)
+    bad = resolve_settings({"first_trials": [{"n_layers": 0}, {"optimizer": "lbfgs"}]}, {}, {}, environ={})
+    with pytest.raises(MlopsError, match=r"^setting first_trials\[1\] \(from model.yaml tune.first_trials\)"
+                       r"\.optimizer: 'lbfgs' is not one of its choices"):  # fmt: skip
+        check_run(manifest, bad)
