@@ -13,7 +13,15 @@ from pipeline.sdk.checkpoints import tidy_finished
 from pipeline.sdk.contract import TrainResult, TrialContext
 from pipeline.summary import GoalSpec
 from pipeline.tracking.tracker import STUDY_TAG, TRIAL_TAG
-from pipeline.tune.attributes import INTERRUPTED_ATTR, INTERVAL_ATTR, RUN_ID_ATTR, SEED_ATTR, WORKER_ATTR
+from pipeline.tune.attributes import (
+    FIRST_TRIAL_ATTR,
+    INTERRUPTED_ATTR,
+    INTERVAL_ATTR,
+    RUN_ID_ATTR,
+    SEED_ATTR,
+    WARM_START_ATTR,
+    WORKER_ATTR,
+)
 from pipeline.tune.confidence import wilson_interval
 from pipeline.tune.sampling import duplicate_of
 from pipeline.tune.search_run import SearchRun
@@ -94,7 +102,8 @@ class Objective:
         origin = trial_origin(trial)
         checkpoint_dir = run.checkpoints / f"trial-{origin:04d}"
         trial.set_user_attr(WORKER_ATTR, worker_id())
-        tags = {**run.tags, TRIAL_TAG: str(trial.number), STUDY_TAG: trial.study.study_name}
+        queued = _queued_by(trial)
+        tags = {**run.tags, TRIAL_TAG: str(trial.number), STUDY_TAG: trial.study.study_name, **queued}
         if origin != trial.number:
             tags["optuna.retry_of"] = str(origin)
         run_id = self._timed(
@@ -138,7 +147,7 @@ class Objective:
             self._close(run_id, params, {self.goal.metric: value}, seen, "PRUNED", "FINISHED", extra=extra)
             tidy_finished(checkpoint_dir, pruned=True)
             state = "timed out" if timed_out else "pruned"
-            self._line(trial.number, state, value, None, time.perf_counter() - started, params, seen)
+            self._line(trial.number, state, value, None, time.perf_counter() - started, params, seen, queued)
             raise
         except Exception:
             self._close(run_id, params, {}, seen, "FAIL", "FAILED")
@@ -155,7 +164,7 @@ class Objective:
         if self.best is None or self.goal.better(result.value, self.best[1].value):
             self.best = (trial.number, result)
         state = "goal met" if met else "complete"
-        self._line(trial.number, state, result.value, interval, time.perf_counter() - started, params, seen)
+        self._line(trial.number, state, result.value, interval, time.perf_counter() - started, params, seen, queued)
         return result.value
 
     def _close(
@@ -191,14 +200,30 @@ class Objective:
         seconds: float,
         params: Mapping[str, Any],
         seen: Mapping[str, Mapping[int, float]],
+        queued: Mapping[str, str],
     ) -> None:
         bounds = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
         shown = " ".join(f"{k}={_short(v)}" for k, v in params.items())
         epochs = seen.get(self.goal.metric, {})
         resumed = f"  (resumed at epoch {min(epochs)})" if epochs and min(epochs) > 0 else ""
+        source = "".join(f"  ({_QUEUED_BY[tag]}{text})" for tag, text in queued.items())
         self.log(
-            f"trial {number:3d}  {state:9s} {self.goal.metric} {value:.4f}{bounds}  {seconds:5.2f}s  {shown}{resumed}"
+            f"trial {number:3d}  {state:9s} {self.goal.metric} {value:.4f}{bounds}  {seconds:5.2f}s  {shown}"
+            f"{resumed}{source}"
         )
+
+
+_QUEUED_BY = {"mlops.warm_start_from": "warm start from ", "mlops.first_trial": ""}
+
+
+def _queued_by(trial: optuna.Trial) -> dict[str, str]:
+    """MLflow tags saying where a queued trial's parameters came from (a warm start, ``tune.first_trials``)."""
+    tags = {}
+    if WARM_START_ATTR in trial.user_attrs:
+        tags["mlops.warm_start_from"] = str(trial.user_attrs[WARM_START_ATTR])
+    if FIRST_TRIAL_ATTR in trial.user_attrs:
+        tags["mlops.first_trial"] = f"first_trials[{trial.user_attrs[FIRST_TRIAL_ATTR]}]"
+    return tags
 
 
 class TimedOut(optuna.TrialPruned):

@@ -15,6 +15,7 @@ from pipeline.config.settings import StagedSpec
 from pipeline.tune.attributes import FIRST_TRIAL_ATTR, WARM_START_ATTR
 from tests.pipeline.stub_model import run_tune, write_stub
 from tests.pipeline.tune.stub_search import model_name
+from tests.pipeline.tune.test_search import runs_of
 from tests.pipeline.tune.test_warm_start import load, search
 
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage")
@@ -32,6 +33,12 @@ def test_a_new_study_runs_its_first_trials_first_and_then_draws(tmp_path: Path, 
     assert [t.user_attrs.get(FIRST_TRIAL_ATTR) for t in trials] == [0, 1, None, None]
     assert [t.value for t in trials[:2]] == [0.61, 0.62]  # trained and scored like any trial
     assert "first trials: 2 queued from the setting first_trials, before the sampler draws" in printed
+    lines = [line for line in printed if line.startswith("trial ")]
+    assert [line.endswith(f"(first_trials[{i}])") for i, line in enumerate(lines)] == [True, True, False, False]
+    runs = runs_of(tracking_uri, model_name(tmp_path))
+    tags = {run.data.tags.get("optuna.trial_number"): run.data.tags for run in runs}  # None: the parent run
+    queued = [tags[str(number)].get("mlops.first_trial") for number in range(4)]
+    assert queued == ["first_trials[0]", "first_trials[1]", None, None]  # the MLflow run says so too
 
     # Run again with a larger budget: it goes on from its own trials and queues none again.
     printed = search(tmp_path, tracking_uri, "s", seed=1, trials=6, first_trials=FIRST)

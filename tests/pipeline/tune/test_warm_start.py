@@ -60,6 +60,7 @@ def test_a_new_study_on_the_same_data_first_tries_the_earlier_best(tmp_path: Pat
     assert [t.user_attrs[SEED_ATTR] for t in second.trials[1:]] == [2 + t.number for t in second.trials[1:]]
     assert [t for t in second.trials[1:] if WARM_START_ATTR in t.user_attrs] == []  # then it searches
     assert any(line.startswith("warm start: the first 1 trial(s) try the best parameters") for line in printed)
+    assert [line for line in printed if line.startswith("trial   0")][0].endswith("(warm start from first)")
 
     # The next study starts from both (one, if the second's best is the first's), newest first;
     # run again, it goes on from its own trials and queues nothing more.
