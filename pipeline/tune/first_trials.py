@@ -5,9 +5,10 @@
     tune:
       first_trials: [{n_layers: 0, optimizer: adam, learning_rate: 0.003, batch_size: 128}]
 
-A model's author often knows a point that works (here: a linear softmax on the pooled
-features, which on LFW-62 alone reaches what random dense heads take a dozen trials to find),
-as KerasTuner starts from its hyperparameters' defaults. Before its first trial a new study
+A model's author often knows a point that works (the face model: a linear softmax on the
+pooled features, 0.94-0.957 val_accuracy on LFW-62 in about a second, about where the
+sampler's dense heads get after a dozen trials), as KerasTuner starts from its
+hyperparameters' defaults. Before its first trial a new study
 queues one trial per entry (``study.enqueue_trial``, partial parameters: the sampler draws
 the keys an entry leaves out), after any warm-start trials (those are proven on these very
 data). They are trials like any other: trained, scored, pruned or kept. A parameter held by

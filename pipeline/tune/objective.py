@@ -203,7 +203,7 @@ class Objective:
         queued: Mapping[str, str],
     ) -> None:
         bounds = f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else ""
-        shown = " ".join(f"{k}={_short(v)}" for k, v in params.items())
+        shown = " ".join(f"{k}={_short(v)}" for k, v in params.items() if v != [])  # no widths for no layers
         epochs = seen.get(self.goal.metric, {})
         resumed = f"  (resumed at epoch {min(epochs)})" if epochs and min(epochs) > 0 else ""
         source = "".join(f"  ({_QUEUED_BY[tag]}{text})" for tag, text in queued.items())

@@ -282,6 +282,9 @@ def test_same_study_again_with_a_higher_goal_continues_it(offline_env: dict, tmp
     args = tune_args(tmp_path, "--set", "data.input_size=32", "--study-name", "faces", "--max-trials", "1")
     first = mlops([*args, "--goal", "0.5"], tmp_path, offline_env)
     assert first.returncode == 0, first.stdout + first.stderr
+    # model.yaml's first trial: a linear head (no layers, so no widths shown), and the line says where it came from.
+    (line,) = [row for row in first.stdout.splitlines() if row.startswith("trial   0")]
+    assert " n_layers=0 " in line and "units=" not in line and line.endswith("  (first_trials[0])"), line
     second = mlops([*args[:-2], "--max-trials", "2", "--goal", "1", "--goal-confidence"], tmp_path, offline_env)
     assert second.returncode == 3, second.stdout + second.stderr
     assert "1 finished trial(s) so far" in second.stdout
