@@ -21,12 +21,13 @@ import gc
 import importlib
 from collections.abc import Iterable
 
-# What a model's ``framework`` (model.yaml) imports when its first trial starts.
+# What a model of each framework imports when its first trial starts; keys as
+# ``pipeline.build.dockerfiles.normalize_framework`` names them (aliases and kind defaults resolved).
 FRAMEWORK_MODULES = {
     "keras": ("keras",),
-    "tensorflow": ("tensorflow",),
-    "scikit-learn": ("sklearn",),
     "pytorch": ("torch",),
+    "scikit-learn": ("sklearn",),
+    "statsmodels": ("statsmodels",),
 }
 
 _process = {"enabled": False, "hooked": False}
@@ -76,5 +77,5 @@ def preload(modules: Iterable[str]) -> list[str]:
 
 
 def framework_modules(framework: str | None) -> tuple[str, ...]:
-    """The modules a model of ``framework`` imports; none for a framework not listed."""
+    """The modules a model of ``framework`` (a ``normalize_framework`` name) imports; none for one not listed."""
     return FRAMEWORK_MODULES.get((framework or "").lower(), ())

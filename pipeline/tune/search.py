@@ -23,9 +23,11 @@ import optuna
 from optuna.storages import RDBStorage
 
 from pipeline import heap
+from pipeline.build.dockerfiles import normalize_framework
+from pipeline.config.manifest import ModelManifest
 from pipeline.config.preflight import check_run
 from pipeline.config.settings import TuneSettings, apply_overrides
-from pipeline.errors import ExitCode
+from pipeline.errors import ExitCode, MlopsError
 from pipeline.sdk.contract import StudyContext, load_plugin
 from pipeline.summary import TuneSummary
 from pipeline.tracking.tracker import Tracker
@@ -139,7 +141,7 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     heap.preload(["mlflow"])  # the collector paused while it loads (pipeline/heap.py)
     tracker = Tracker(settings.tracking, settings.experiment or manifest.name)  # fail fast, before the data
     study, storage = open_study(name, goal.direction, settings)
-    heap.preload(heap.framework_modules(manifest.framework))  # what every trial imports: now, the same way
+    heap.preload(heap.framework_modules(_framework(manifest)))  # what every trial imports: now, the same way
     progress.study, progress.storage, progress.tracker = study, storage, tracker
     # `mlops status --study NAME` has no model folder: it reads the goal and budget from here.
     study.set_user_attr(SEARCH_ATTR, {"model": manifest.name, "goal": asdict(goal), "max_trials": settings.max_trials})
@@ -225,6 +227,14 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
     _print_summary(summary, objective.logging_seconds, log)
     log(clock.line())
     return summary
+
+
+def _framework(manifest: ModelManifest) -> str | None:
+    """The model's framework as the image builder names it (``tf.keras`` -> keras; none given: the kind's)."""
+    try:
+        return normalize_framework(manifest.framework, manifest.kind or "")  # no kind: unknown, so none
+    except MlopsError:  # one the builder does not know: nothing to preload, the trials import their own
+        return None
 
 
 def _record_restart(

@@ -86,3 +86,13 @@ def test_a_test_session_that_ran_main_unfreezes(module_dir: Path) -> None:
     sys.modules.pop("heap_probe")
     heap.preload(["heap_probe"])
     assert gc.get_freeze_count() == 0
+
+
+def test_the_search_preloads_what_the_image_builder_calls_the_framework() -> None:
+    from types import SimpleNamespace
+
+    from pipeline.tune.search import _framework
+
+    assert _framework(SimpleNamespace(framework="tf.keras", kind="cnn")) == "keras"  # an alias
+    assert _framework(SimpleNamespace(framework=None, kind="regression")) == "scikit-learn"  # the kind's default
+    assert _framework(SimpleNamespace(framework="jax", kind="ann")) is None  # unknown: nothing preloaded
