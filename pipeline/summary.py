@@ -127,8 +127,11 @@ class Promotion:
         champion_value: its score on the same test split; ``None`` when it could not be scored.
         champion_interval: its Wilson 95% interval (fractions only).
         champion_scored: ``recorded`` (its registration's score, on a test split with the same
-            fingerprint), ``rescored`` (scored now on this test split) or ``unscored``.
+            fingerprint), ``rescored`` (scored now on this test split), ``unseen`` (scored now
+            on the examples of this test split it never trained on) or ``unscored``.
         margin: how much better the challenger had to be (metric units).
+        compared_n: with ``unseen``, how many test examples both models were scored on.
+        challenger_compared: with ``unseen``, the challenger's score on those examples.
     """
 
     verdict: Verdict
@@ -142,6 +145,8 @@ class Promotion:
     champion_interval: tuple[float, float] | None = None
     champion_scored: str | None = None
     margin: float = 0.0
+    compared_n: int | None = None
+    challenger_compared: float | None = None
 
     @property
     def promoted(self) -> bool:

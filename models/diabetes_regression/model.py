@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from pipeline.sdk import (
     StudyContext,
     TrainResult,
     TrialContext,
+    example_ids,
     fingerprint,
     frame,
     load_good,
@@ -54,11 +55,13 @@ class DiabetesData:
         features: split name -> ``(n, 10)`` baseline measurements.
         targets: split name -> ``(n,)`` disease progression.
         feature_names: the columns' names.
+        ids: split name -> each patient's identity (``example_ids`` of the measurements and target).
     """
 
     features: dict[str, np.ndarray]
     targets: dict[str, np.ndarray]
     feature_names: list[str]
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def split(
@@ -96,6 +99,7 @@ def prepare(ctx: StudyContext) -> DiabetesData:
     features = bunch.data.astype(np.float64)
     targets = bunch.target.astype(np.float64)
     parts = split(targets, val_fraction, test_fraction, bins, ctx.seed)
+    ids = example_ids(np.column_stack([features, targets]))
     ctx.facts.update(
         {
             "data_fingerprint": fingerprint(features, targets),
@@ -112,6 +116,7 @@ def prepare(ctx: StudyContext) -> DiabetesData:
         features={name: features[index] for name, index in parts.items()},
         targets={name: targets[index] for name, index in parts.items()},
         feature_names=list(bunch.feature_names),
+        ids={name: ids[index] for name, index in parts.items()},
     )
 
 
@@ -219,7 +224,9 @@ def evaluate(data: DiabetesData, result: TrainResult) -> Evaluation:
 
     truth = data.targets["test"]
     predicted = result.model.predict(data.features["test"])
-    return Evaluation(float(root_mean_squared_error(truth, predicted)), len(truth), truth, predicted, None)
+    fit_ids = data.ids["train"].tolist() + data.ids["val"].tolist()
+    rmse = float(root_mean_squared_error(truth, predicted))
+    return Evaluation(rmse, len(truth), truth, predicted, None, data.ids["test"].tolist(), fit_ids)
 
 
 def export(data: DiabetesData, result: TrainResult) -> ExportedModel:

@@ -9,7 +9,7 @@ pruning, ``latest.npz`` checkpoints for resuming a killed trial).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from pipeline.sdk import (
     StudyContext,
     TrainResult,
     TrialContext,
+    example_ids,
     fingerprint,
     split_fractions,
     three_way_split,
@@ -51,6 +52,7 @@ class DigitsData:
         names: class names in label order (``"0"`` .. ``"9"``).
         scaling: how the network's first layer scales pixels (one of ``SCALINGS``).
         patience: early-stopping patience in epochs; ``None`` never stops early.
+        ids: split name -> each image's identity (``example_ids``; what the promotion gate compares).
     """
 
     features: dict[str, np.ndarray]
@@ -58,6 +60,7 @@ class DigitsData:
     names: list[str]
     scaling: str
     patience: int | None
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def split(labels: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict[str, np.ndarray]:
@@ -77,6 +80,7 @@ def prepare(ctx: StudyContext) -> DigitsData:
     pixels = bunch.data.astype(np.float32)
     labels = bunch.target.astype(np.int64)
     parts = split(labels, val_fraction, test_fraction, ctx.seed)
+    ids = example_ids(pixels)
     ctx.facts.update(
         {
             "data_fingerprint": fingerprint(pixels, labels),
@@ -95,6 +99,7 @@ def prepare(ctx: StudyContext) -> DigitsData:
         names=[str(int(name)) for name in bunch.target_names],
         scaling=scaling,
         patience=None if patience is None else int(patience),
+        ids={name: ids[index] for name, index in parts.items()},
     )
 
 
@@ -120,7 +125,8 @@ def train(data: DigitsData, params: dict[str, Any], trial: TrialContext) -> Trai
 
 def evaluate(data: DigitsData, result: TrainResult) -> Evaluation:
     """Accuracy of the chosen network on the held-out test split (touched once, at the end)."""
-    return evaluate_classifier(result.model, data.features["test"], data.labels["test"], data.names)
+    scored = evaluate_classifier(result.model, data.features["test"], data.labels["test"], data.names)
+    return replace(scored, ids=data.ids["test"].tolist(), fit_ids=data.ids["train"].tolist() + data.ids["val"].tolist())
 
 
 def export(data: DigitsData, result: TrainResult) -> ExportedModel:

@@ -11,7 +11,7 @@ import base64
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from pipeline.sdk import (
     StudyContext,
     TrainResult,
     TrialContext,
+    example_ids,
     fingerprint,
     split_fractions,
 )
@@ -84,6 +85,9 @@ class FaceData:
     # data.flip: the mirrored photos' cached inputs of the train split, per fine_tune_blocks (0: features).
     mirrored: dict[int, np.ndarray] = field(default_factory=dict)
     load_cut: Callable[[int], None] = field(default=lambda blocks: None, repr=False)
+    # Split name -> each photo's identity (``example_ids`` of its file bytes, or of the decoded
+    # image for the scikit-learn sets): what the promotion gate keeps a champion from being scored on.
+    ids: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def prepare(ctx: StudyContext) -> FaceData:
@@ -123,6 +127,7 @@ def prepare(ctx: StudyContext) -> FaceData:
     alignment = align_mode(options)
     test = parts["test"]
     sources = faces.sources if alignment != "none" else None  # aligned: the served model gets the files
+    ids = example_ids(faces.sources if faces.sources is not None else faces.images)
     return FaceData(
         features={name: features[index] for name, index in parts.items()},
         labels={name: faces.labels[index] for name, index in parts.items()},
@@ -139,6 +144,7 @@ def prepare(ctx: StudyContext) -> FaceData:
         trial_settings={name: ctx.params[name] for name in TRIAL_SETTINGS if name in ctx.params},
         mirrored=mirrored,
         load_cut=load_cut,
+        ids={name: ids[index] for name, index in parts.items()},
     )
 
 
@@ -267,7 +273,7 @@ def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainR
 
 
 def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
-    """Accuracy on the held-out test split (touched once, at the end).
+    """Accuracy on the held-out test split (touched once, at the end), with the photos' identities.
 
     ``result.model`` is a trained head (it takes the cached features), a registered model
     (``serving.FaceNamer``: it takes raw images) or an older registered Keras model (it takes
@@ -276,6 +282,15 @@ def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
     Raises:
         ValueError: a registered model whose classes are not these data's people (it cannot be scored here).
     """
+    scored = _scored(data, result)
+    if not data.ids:  # data built by hand, not by prepare
+        return scored
+    fit_ids = data.ids["train"].tolist() + data.ids["val"].tolist()
+    return replace(scored, ids=data.ids["test"].tolist(), fit_ids=fit_ids)
+
+
+def _scored(data: FaceData, result: TrainResult) -> Evaluation:
+    """``evaluate``'s accuracy and predictions, for whichever of the three models ``result`` holds."""
     model, labels = result.model, data.labels["test"]
     if hasattr(model, "probabilities"):  # the registered pyfunc model: raw uint8 images in
         if list(model.names) != list(data.names):

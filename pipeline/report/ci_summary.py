@@ -101,6 +101,9 @@ def _promotion(summary: TuneSummary) -> list[str]:
     ]
     if decision.champion_version is not None:
         scored = "could not be scored" if decision.champion_value is None else (decision.champion_scored or "")
+        if decision.champion_scored == "unseen":  # both on the test examples the champion never trained on
+            scored = f"now, on the {decision.compared_n} test examples it never trained on"
+            rows.append(("challenger there", decision.challenger_version, decision.challenger_compared, None, scored))
         rows.append(
             ("champion", decision.champion_version, decision.champion_value, decision.champion_interval, scored)
         )

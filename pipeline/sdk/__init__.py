@@ -19,7 +19,7 @@ from pipeline.sdk.contract import (
     load_plugin,
 )
 from pipeline.sdk.feature_cache import FeatureCache, file_digest, fingerprint
-from pipeline.sdk.splits import split_fractions, three_way_split
+from pipeline.sdk.splits import example_ids, split_fractions, three_way_split
 
 __all__ = [
     "DamagedCheckpoint",
@@ -33,6 +33,7 @@ __all__ = [
     "StudyContext",
     "TrainResult",
     "TrialContext",
+    "example_ids",
     "file_digest",
     "fingerprint",
     "frame",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -120,6 +120,10 @@ class Evaluation:
         n: test examples.
         y_true, y_pred: labels and predictions (a confusion matrix for classifiers).
         labels: class names in label order; ``None`` for regression.
+        ids: each test example's identity (``example_ids``), in the order of ``y_true``.
+        fit_ids: the identities of these data's train and validation examples: what a model
+            chosen on them has seen. With ``ids``, a later promotion gate on a different
+            split scores this model only on test examples it never saw.
     """
 
     value: float
@@ -127,6 +131,8 @@ class Evaluation:
     y_true: Any = None
     y_pred: Any = None
     labels: list[str] | None = None
+    ids: Sequence[str] | None = None
+    fit_ids: Sequence[str] | None = None
 
 
 @dataclass

@@ -6,7 +6,8 @@ for each: the test part is drawn first, then validation from the rest, both stra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,19 @@ def three_way_split(
     val_share = val_fraction / (1.0 - test_fraction)
     train, val = train_test_split(rest, test_size=val_share, stratify=stratify(rest), random_state=seed)
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+
+
+def example_ids(examples: np.ndarray | Sequence[bytes]) -> np.ndarray:
+    """Each example's identity: 16 hex digits of SHA-256 over its bytes (an array's row, or a file's content).
+
+    What ``Evaluation.ids`` and ``Evaluation.fit_ids`` hold; index it like the data
+    (``ids[parts["test"]]``). Content, not position, names an example, so a reordered or
+    grown data set still matches: the promotion gate scores an earlier model only on test
+    examples whose identities it did not train on.
+    """
+    if isinstance(examples, np.ndarray):
+        rows = np.ascontiguousarray(examples).reshape(len(examples), -1)
+        found = [hashlib.sha256(row.tobytes()).hexdigest()[:16] for row in rows]
+    else:
+        found = [hashlib.sha256(bytes(item)).hexdigest()[:16] for item in examples]
+    return np.array(found, dtype="<U16")

@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import MlopsError
+from pipeline.sdk.contract import Evaluation
 from pipeline.summary import GoalSpec, Promotion, Verdict
+from pipeline.tracking import unseen
 from pipeline.tune.confidence import wilson_interval
 
 CHAMPION, CHALLENGER, PREVIOUS = "champion", "challenger", "previous"
@@ -39,8 +41,8 @@ TAG_VERDICT = "mlops.verdict"
 TAG_CHAMPION_SINCE = "mlops.champion_since"  # on the registered model: "<version>@<ISO time>"
 TAG_DECISION = "mlops.promotion"  # the whole decision, JSON: what a resumed gate finishes
 
-# Scores the registered model ``models:/NAME/VERSION`` on this search's test split: (value, n).
-Rescore = Callable[[str], tuple[float, int]]
+# Scores the registered model ``models:/NAME/VERSION`` on this search's test split.
+Rescore = Callable[[str], Evaluation]
 
 
 @dataclass(frozen=True)
@@ -52,8 +54,9 @@ class Score:
         n: test examples behind it (for a fraction's Wilson interval).
         interval: the Wilson 95% interval, for fractions.
         how: ``scored`` (just now, on this split), ``recorded`` (reused: same split),
-            ``rescored`` (a champion scored now on this split) or ``unscored``.
-        note: why it is unscored.
+            ``rescored`` (a champion scored now on this split), ``unseen`` (scored now on
+            the examples of this split the champion never trained on) or ``unscored``.
+        note: why it is unscored, or on which examples it was scored.
     """
 
     value: float
@@ -118,7 +121,10 @@ def decide(
     if goal.confidence and challenger.interval and goal.direction == "maximize":
         mine_checked, what = challenger.interval[0], "challenger's Wilson lower bound"
     gain = mine_checked - champion.value if goal.direction == "maximize" else champion.value - mine_checked
-    same = "the same test split" if champion.how == "recorded" else "this test split, scored now"
+    same = {
+        "recorded": "the same test split",
+        "unseen": f"both scored now on {champion.note}",
+    }.get(champion.how, "this test split, scored now" + (f"; {champion.note}" if champion.note else ""))
     compared = f"{what} {mine_checked:.4g} vs champion {theirs} ({same}): {gain:+.4g}"
     if gain > margin:
         return "promoted", f"{metric}: {compared}, better by more than the margin {margin:g}"
@@ -126,24 +132,58 @@ def decide(
 
 
 def champion_score(
-    client: Any, name: str, version: Any, goal: GoalSpec, fingerprint: str | None, rescore: Rescore
-) -> Score:
-    """The champion's score on this search's test split: recorded when the split is the same, else scored now."""
+    client: Any,
+    name: str,
+    version: Any,
+    goal: GoalSpec,
+    fingerprint: str | None,
+    rescore: Rescore,
+    challenger: Score,
+    evaluation: Evaluation | None = None,
+) -> tuple[Score, Score]:
+    """The champion's and the challenger's scores on the same test examples, and how they were had.
+
+    The same split: the champion's recorded score. A different split: the champion is scored
+    now, and where its run records what it trained on (``unseen.record``) and ``evaluation``
+    names this split's test examples, both are scored only on those it never saw.
+
+    Returns:
+        ``(champion, challenger)``; the challenger as given unless it was scored on fewer examples.
+    """
     metric = "test_" + goal.metric.removeprefix("val_")
     tags = dict(version.tags or {})
     if fingerprint and tags.get(TAG_FINGERPRINT) == fingerprint and tags.get(TAG_METRIC) == metric:
         try:
             n = int(tags[TAG_N]) if tags.get(TAG_N) else None
-            return score(goal, float(tags[TAG_SCORE]), n, "recorded")
+            return score(goal, float(tags[TAG_SCORE]), n, "recorded"), challenger
         except (KeyError, ValueError):
             pass  # a damaged tag: score it again
     try:
-        value, n = rescore(f"models:/{name}/{version.version}")
+        theirs = rescore(f"models:/{name}/{version.version}")
     except Exception as error:  # the model's own code and MLflow's loaders raise anything
-        return Score(math.nan, None, None, "unscored", f"{type(error).__name__}: {str(error)[:200]}")
-    if not math.isfinite(value):
-        return Score(math.nan, None, None, "unscored", f"its {metric} came out as {value}")
-    return score(goal, value, n, "rescored")
+        return _unscored(f"{type(error).__name__}: {str(error)[:200]}"), challenger
+    if not math.isfinite(theirs.value):
+        return _unscored(f"its {metric} came out as {theirs.value}"), challenger
+    seen, why = unseen.read(client, getattr(version, "run_id", None))
+    if seen is None or evaluation is None or evaluation.ids is None:
+        note = f"not checked for overlap: {why or 'this model gives no example ids'}"
+        return _with_note(score(goal, theirs.value, theirs.n, "rescored"), note), challenger
+    try:
+        values, keep = unseen.scores_on_unseen(goal.metric, theirs, evaluation, seen)
+    except ValueError as error:
+        return _unscored(str(error)), challenger
+    if keep.all():
+        return score(goal, theirs.value, theirs.n, "rescored"), challenger
+    n, note = int(keep.sum()), f"{int(keep.sum())} of {len(keep)} test examples: it trained on the rest"
+    return _with_note(score(goal, values[0], n, "unseen"), note), _with_note(score(goal, values[1], n, "unseen"), note)
+
+
+def _unscored(note: str) -> Score:
+    return Score(math.nan, None, None, "unscored", note)
+
+
+def _with_note(scored: Score, note: str) -> Score:
+    return Score(scored.value, scored.n, scored.interval, scored.how, note)
 
 
 # How MLflow loads a ``PythonModel``: pickled, or from code (``python_model=`` a file path).
@@ -180,6 +220,7 @@ def gate(
     margin: float,
     rescore: Rescore,
     force: bool = False,
+    evaluation: Evaluation | None = None,
 ) -> Promotion:
     """Decide whether registered ``name`` ``version`` replaces the champion, and move the aliases.
 
@@ -197,6 +238,8 @@ def gate(
         margin: how much better the challenger must be.
         rescore: scores a registered model URI on this test split.
         force: promote without the comparison.
+        evaluation: the challenger's evaluation (its test examples' ids and predictions):
+            what lets a champion that trained on part of this split be compared on the rest.
 
     Returns:
         The decision, with both scores.
@@ -210,10 +253,10 @@ def gate(
             return decision
     metric = "test_" + goal.metric.removeprefix("val_")
     current = _alias(client, name, CHAMPION)
-    theirs = None
+    theirs, compared = None, challenger
     if current is not None and int(current.version) != version:
-        theirs = champion_score(client, name, current, goal, fingerprint, rescore)
-    verdict, reason = decide(challenger, theirs, goal, margin, force)
+        theirs, compared = champion_score(client, name, current, goal, fingerprint, rescore, challenger, evaluation)
+    verdict, reason = decide(compared, theirs, goal, margin, force)
     if current is not None and theirs is None:  # promoted by hand, or before this gate existed
         reason = f"v{version} is already the champion"
     decision = Promotion(
@@ -228,6 +271,8 @@ def gate(
         champion_interval=theirs.interval if theirs is not None else None,
         champion_scored=theirs.how if theirs is not None else None,
         margin=margin,
+        compared_n=compared.n if compared is not challenger else None,
+        challenger_compared=compared.value if compared is not challenger else None,
     )
     tags = {
         TAG_METRIC: metric,

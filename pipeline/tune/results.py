@@ -19,7 +19,7 @@ from pipeline import faults
 from pipeline.config.settings import apply_overrides
 from pipeline.sdk.contract import Evaluation, TrainResult, TrialContext
 from pipeline.summary import BestTrial, GoalSpec, Promotion, TuneSummary
-from pipeline.tracking import plots, promotion
+from pipeline.tracking import plots, promotion, unseen
 from pipeline.tracking.tracker import Tracker
 from pipeline.tune.attributes import INTERVAL_ATTR, RESTARTS_ATTR, RUN_ID_ATTR
 from pipeline.tune.objective import Objective
@@ -131,6 +131,8 @@ def finish_study(study: optuna.Study, run: SearchRun, objective: Objective) -> T
 
         def log_model() -> str:
             tracker.log(run_id, metrics={test_metric: evaluation.value})
+            if evaluation.fit_ids is not None:  # what a later gate must not score this model on
+                unseen.record(tracker.client, run_id, evaluation.fit_ids)
             _log_plots(tracker, run_id, summary.plots)
             return tracker.log_model(run_id, plugin.export(data, result))
 
@@ -155,9 +157,8 @@ def _promote(study: optuna.Study, run: SearchRun, registered: str, evaluation: E
     data_options, _ = apply_overrides(run.plugin.manifest, settings)
     fingerprint = promotion.test_split_fingerprint(run.tags.get("data_fingerprint"), data_options, run.seed)
 
-    def rescore(model_uri: str) -> tuple[float, int]:
-        scored = run.plugin.evaluate(run.data, TrainResult(math.nan, promotion.load_model(model_uri)))
-        return scored.value, scored.n
+    def rescore(model_uri: str) -> Evaluation:
+        return run.plugin.evaluate(run.data, TrainResult(math.nan, promotion.load_model(model_uri)))
 
     def decide() -> dict[str, Any]:
         decision = promotion.gate(
@@ -170,6 +171,7 @@ def _promote(study: optuna.Study, run: SearchRun, registered: str, evaluation: E
             margin=settings.promote_margin,
             rescore=rescore,
             force=settings.force_promote,
+            evaluation=evaluation,
         )
         _log_promotion(run.tracker, run.parent_id, decision)
         return asdict(decision)

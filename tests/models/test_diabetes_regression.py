@@ -91,6 +91,9 @@ def test_linear_model_reports_once_and_evaluates(plugin: ModelPlugin, data: Any,
     assert evaluation.labels is None and evaluation.n == 89
     rmse = float(np.sqrt(np.mean((evaluation.y_true - evaluation.y_pred) ** 2)))
     assert evaluation.value == pytest.approx(rmse)
+    assert evaluation.ids is not None and evaluation.fit_ids is not None  # what the promotion gate compares
+    assert (len(evaluation.ids), len(evaluation.fit_ids)) == (89, 442 - 89)
+    assert not set(evaluation.ids) & set(evaluation.fit_ids)
 
     exported = plugin.export(data, result)
     assert exported.flavor == "sklearn" and exported.input_example.shape == (2, 10)

@@ -92,6 +92,8 @@ def test_train_reports_each_epoch_then_evaluate_and_export(plugin: ModelPlugin, 
     assert evaluation.n == 360 and 0.5 < evaluation.value <= 1.0
     assert evaluation.labels == [str(d) for d in range(10)]
     assert evaluation.value == pytest.approx(float(np.mean(evaluation.y_true == evaluation.y_pred)))
+    assert evaluation.ids is not None and evaluation.fit_ids is not None  # what the promotion gate compares
+    assert (len(evaluation.ids), len(evaluation.fit_ids)) == (360, 1797 - 360)
 
     exported = plugin.export(data, result)
     assert exported.flavor == "keras" and exported.input_example.shape == (2, 64)

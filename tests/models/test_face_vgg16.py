@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -228,6 +229,10 @@ def test_prepare_caches_features_of_real_faces(offline: dict, tmp_path: Path) ->
     assert again.facts["feature_cache_hit"] is True
     np.testing.assert_array_equal(first.features["test"], second.features["test"])
     assert any("reused from the cache" in line for line in lines)
+    # The photos' identities (what the promotion gate compares) are the same from the cache, one per photo.
+    assert {k: len(v) for k, v in first.ids.items()} == {"train": 240, "val": 80, "test": 80}
+    assert all(np.array_equal(first.ids[k], second.ids[k]) for k in first.ids)
+    assert len(set(np.concatenate(list(first.ids.values())))) == 400
 
 
 def png_header_bomb(path: Path, width: int, height: int) -> Path:
@@ -340,8 +345,12 @@ def test_prepare_reports_skipped_and_duplicate_images(tmp_path: Path) -> None:
     data = {**manifest.data, "source": "folder", "path": str(root), "input_size": 32, "min_images_per_class": 2}
     data["align"] = "none"  # generated tints hold no faces (alignment: tests/models/test_face_align.py)
     ctx = StudyContext(manifest, data, {"weights": "none"}, 0, tmp_path / "cache", lambda line: None)
-    model.prepare(ctx)
+    prepared = model.prepare(ctx)
     assert (ctx.facts["skipped_images"], ctx.facts["duplicate_images"], ctx.facts["n_images"]) == (1, 1, 13)
+    # A photo is named by its file's content: the copy filed under b is the same example as a_0001.
+    ids = np.concatenate(list(prepared.ids.values()))
+    assert hashlib.sha256((root / "a" / "a_0001.png").read_bytes()).hexdigest()[:16] in ids
+    assert len(ids) == 13 and len(set(ids)) == 12
 
 
 def test_a_registered_full_model_is_scored_on_the_test_images_like_its_head(tmp_path: Path) -> None:

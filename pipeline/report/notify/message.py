@@ -117,7 +117,12 @@ def _promotion(summary: TuneSummary) -> dict[str, Any] | None:
 
     champion = None
     if decision.champion_version is not None:
-        how = {"recorded": "its recorded score, same test split", "rescored": "scored now on this test split"}
+        how = {
+            "recorded": "its recorded score, same test split",
+            "rescored": "scored now on this test split",
+            "unseen": f"scored now on the {decision.compared_n} test examples it never trained on, "
+            f"where v{decision.challenger_version} scored {fmt.format_value(decision.challenger_compared)}",
+        }
         note = how.get(decision.champion_scored or "", decision.champion_scored or "")
         champion = f"{scored(decision.champion_value, decision.champion_interval)}, v{decision.champion_version}"
         champion += f" ({note})" if note else ""

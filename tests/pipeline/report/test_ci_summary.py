@@ -302,6 +302,10 @@ def test_the_promotion_verdict_both_scores_and_the_reason_are_shown_escaped(tmp_
     assert "| champion | 2 | 0.93 | \\[0.90, 0.95\\] | rescored |" in lines
     assert f"Why: {ESCAPED}" in lines and PAYLOAD not in markdown
     assert "Promotion:" not in render_markdown([make_summary(tmp_path)])  # nothing registered, nothing to show
+    fair = Promotion("promoted", "r", "test_accuracy", 3, 0.91, None, 2, 0.88, None, "unseen", 0.0, 412, 0.95)
+    lines = render_markdown([make_summary(tmp_path, promotion=fair)]).splitlines()
+    assert "| challenger there | 3 | 0.95 | – | now, on the 412 test examples it never trained on |" in lines
+    assert "| champion | 2 | 0.88 | – | now, on the 412 test examples it never trained on |" in lines
 
 
 def test_the_data_notes_are_shown_escaped_under_their_model(tmp_path: Path) -> None:

@@ -781,6 +781,12 @@ def test_the_mail_shows_the_promotion_verdict_both_scores_and_the_reason(tmp_pat
     unscored = Promotion("kept", "r", "test_accuracy", 3, 0.91, None, 2, None, None, "unscored")
     text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path, promotion=unscored)))
     assert "  champion test_accuracy:   could not be scored, v2 (unscored)" in text
+    fair = Promotion("promoted", "r", "test_accuracy", 3, 0.91, None, 2, 0.88, None, "unseen", 0.0, 412, 0.95)
+    text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path, promotion=fair)))
+    assert (
+        "  champion test_accuracy:   0.88, v2 (scored now on the 412 test examples it never trained on, "
+        "where v3 scored 0.95)" in text
+    )
     text, _ = bodies(build_message(settings_for(25, tmp_path), "goal_met", make_summary(tmp_path)))
     assert "Promotion:" not in text  # no registration, no gate
 

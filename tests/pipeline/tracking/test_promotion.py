@@ -13,7 +13,7 @@ from sklearn.linear_model import Ridge
 from sklearn.metrics import root_mean_squared_error
 
 from pipeline.errors import MlopsError
-from pipeline.sdk.contract import ExportedModel
+from pipeline.sdk.contract import Evaluation, ExportedModel
 from pipeline.summary import GoalSpec
 from pipeline.tracking import promotion
 from pipeline.tracking.promotion import Score, decide, gate, score
@@ -29,7 +29,7 @@ X = _RNG.normal(size=(60, 3))
 Y = 3.0 * X[:, 0] + _RNG.normal(scale=0.1, size=60)
 
 
-def _never(uri: str) -> tuple[float, int]:
+def _never(uri: str) -> Evaluation:
     raise AssertionError(f"{uri} was re-scored, but a recorded score on the same split was there")
 
 
@@ -137,9 +137,9 @@ def test_on_a_new_test_split_the_champion_is_scored_again(store: str) -> None:
     gate(client, name, v1, score(RMSE, 0.2, 60), RMSE, fingerprint="old-split", margin=0.0, rescore=_never)
     test_x, test_y = X[::2] + 0.5, Y[::2] + 1.5  # "the new test split"
 
-    def rescore(uri: str) -> tuple[float, int]:
+    def rescore(uri: str) -> Evaluation:
         model = promotion.load_model(uri)
-        return float(root_mean_squared_error(test_y, model.predict(test_x))), len(test_y)
+        return Evaluation(float(root_mean_squared_error(test_y, model.predict(test_x))), len(test_y))
 
     expected = float(root_mean_squared_error(test_y, Ridge(alpha=1.0).fit(X, Y).predict(test_x)))
     mine = float(root_mean_squared_error(test_y, Ridge(alpha=500.0).fit(X, Y).predict(test_x)))
@@ -154,7 +154,7 @@ def test_a_champion_that_cannot_be_scored_stays_and_says_why(store: str) -> None
     v1, v2 = register(store, name, 1.0), register(store, name, 2.0)
     gate(client, name, v1, score(RMSE, 5.0, 60), RMSE, fingerprint=None, margin=0.0, rescore=_never)
 
-    def broken(uri: str) -> tuple[float, int]:
+    def broken(uri: str) -> Evaluation:
         raise ValueError("expected 2048 features, got 3")
 
     decision = gate(client, name, v2, score(RMSE, 1.0, 60), RMSE, fingerprint=None, margin=0.0, rescore=broken)
@@ -185,7 +185,8 @@ def test_promote_by_hand_and_rollback_keep_every_version_aliased(store: str) -> 
     with pytest.raises(MlopsError, match="has no previous champion to roll back to"):
         promotion.rollback(client, name, store)
     assert promotion.promote(client, name, v1, store)[0] is None
-    gate(client, name, v2, score(RMSE, 9.0, 60), RMSE, fingerprint=None, margin=0.0, rescore=lambda uri: (1.0, 60))
+    rescore = lambda uri: Evaluation(1.0, 60)  # noqa: E731
+    gate(client, name, v2, score(RMSE, 9.0, 60), RMSE, fingerprint=None, margin=0.0, rescore=rescore)
     assert aliases(store, name) == {"champion": v1, "challenger": v2}
 
     previous, line = promotion.promote(client, name, v2, store)

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import root_mean_squared_error
@@ -55,7 +56,8 @@ def test_tune_keeps_the_champion_against_a_challenger_and_force_promote_override
     """Two real searches of diabetes_regression on different test splits (seeds), then a forced rerun.
 
     The second run's challenger must beat the champion by 1000 RMSE: it cannot, so the
-    champion stays, scored again on the second run's test split (its own was another).
+    champion stays, scored again on the patients of the second run's test split that it never
+    trained on (its own split was another).
     """
     model, uri = ROOT / "models" / "diabetes_regression", f"sqlite:///{tmp_path}/mlflow.db"
     easy = ["--goal", "1000", "--max-trials", "1"]
@@ -66,13 +68,17 @@ def test_tune_keeps_the_champion_against_a_challenger_and_force_promote_override
     assert "model: registered diabetes_regression/2 (alias challenger)" in done.stdout
     assert aliases(uri, "diabetes_regression") == {"champion": 1, "challenger": 2}
     decision = summary["promotion"]
-    assert (decision["verdict"], decision["champion_version"], decision["champion_scored"]) == ("kept", 1, "rescored")
-    # The champion, loaded from the registry, on the test split of seed 2, scored here independently:
+    assert (decision["verdict"], decision["champion_version"], decision["champion_scored"]) == ("kept", 1, "unseen")
+    # The champion, loaded from the registry, on seed 2's test patients outside seed 1's train and
+    # validation splits, scored here independently:
     plugin = load_plugin(model)
-    data = plugin.prepare(StudyContext(plugin.manifest, dict(plugin.manifest.data), {}, 2, tmp_path / "cache"))
+    manifest = plugin.manifest
+    first, data = (plugin.prepare(StudyContext(manifest, manifest.data, {}, seed, tmp_path / "c")) for seed in (1, 2))
+    never = ~np.isin(data.ids["test"], np.concatenate([first.ids["train"], first.ids["val"]]))
+    assert decision["compared_n"] == int(never.sum()) and 0 < never.sum() < len(never)
     mlflow.set_tracking_uri(uri)  # as Tracker does in `mlops tune`
     champion = promotion.load_model("models:/diabetes_regression/1")
-    expected = root_mean_squared_error(data.targets["test"], champion.predict(data.features["test"]))
+    expected = root_mean_squared_error(data.targets["test"][never], champion.predict(data.features["test"][never]))
     assert decision["champion_value"] == pytest.approx(float(expected))
     assert decision["challenger_value"] == summary["best"]["test_value"]
 
