@@ -97,6 +97,7 @@ def train_head_then_blocks(
             (data.features["val"], data.labels["val"]),
             epochs=warmup, batch_size=batch, seed=seed, checkpoint_dir=trial.checkpoint_dir / "warmup",
             report=trial.report, patience=patience, log=trial.log, mirrored=data.mirrored.get(0),
+            checkpoint_seconds=trial.checkpoint_seconds,
         )  # fmt: skip
         warmed = len(outcome.history["val_accuracy"])
     keras.utils.set_random_seed(seed)
@@ -118,7 +119,7 @@ def train_head_then_blocks(
         checkpoint_dir=trial.checkpoint_dir / "blocks",
         report=lambda epoch, metrics: trial.report(epoch + warmed, metrics),
         patience=patience, log=trial.log, mirrored=data.mirrored.get(blocks),
-        augment=random_shift(shift) if shift > 0 else None,
+        augment=random_shift(shift) if shift > 0 else None, checkpoint_seconds=trial.checkpoint_seconds,
     )  # fmt: skip
     return TrainResult(outcome.best_value, model, outcome.history, n_val=len(data.labels["val"]))
 

@@ -267,7 +267,7 @@ def train(data: FaceData, params: dict[str, Any], trial: TrialContext) -> TrainR
         (data.features["val"], data.labels["val"]),
         epochs=int(params["epochs"]), batch_size=int(params["batch_size"]), seed=trial.seed,
         checkpoint_dir=trial.checkpoint_dir, report=trial.report, patience=data.patience, log=trial.log,
-        mirrored=data.mirrored[0],
+        mirrored=data.mirrored[0], checkpoint_seconds=trial.checkpoint_seconds,
     )  # fmt: skip
     return TrainResult(outcome.best_value, head, outcome.history, n_val=len(data.labels["val"]))
 

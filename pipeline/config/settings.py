@@ -84,6 +84,9 @@ class TuneSettings:
     promote_margin: float = 0.0
     force_promote: bool = False
     max_retry: int = 3  # retries of a trial whose process died
+    # The least time between two checkpoint writes of a trial, i.e. the most training a kill may
+    # lose (0: after every epoch); a head's epoch is 10-120 ms and a write 2-50 ms.
+    checkpoint_seconds: float = 1.0
     heartbeat_interval: int = 2
     grace_period: int = 10
     feature_shard_size: int = DEFAULT_SHARD_SIZE  # images per shard of a resumable feature extraction
@@ -348,6 +351,7 @@ _RANGES: dict[str, tuple[float, bool, str]] = {
     "timeout": (0.0, False, "must be more than 0 seconds, or none for no limit"),
     "max_trials": (1.0, True, "must be at least 1"),
     "max_retry": (0.0, True, "must be 0 or more"),
+    "checkpoint_seconds": (0.0, True, "must be 0 (after every epoch) or more seconds"),
     "heartbeat_interval": (1.0, True, "must be at least 1 second"),
     "grace_period": (1.0, True, "must be at least 1 second"),
     "promote_margin": (0.0, True, "must be 0 or more (how much better a new model must be to become champion)"),

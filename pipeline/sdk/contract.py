@@ -83,6 +83,9 @@ class TrialContext:
         goal_metric: the metric ``report`` must include, e.g. ``val_accuracy``.
         direction: ``maximize`` or ``minimize``.
         log: prints one line for the user (e.g. a damaged checkpoint set aside).
+        checkpoint_seconds: the least time between two checkpoint writes (setting
+            ``checkpoint_seconds``): the most training a killed trial may lose; 0 writes
+            after every epoch.
     """
 
     number: int
@@ -92,6 +95,7 @@ class TrialContext:
     goal_metric: str = "val_accuracy"
     direction: Direction = "maximize"
     log: Callable[[str], None] = print
+    checkpoint_seconds: float = 1.0
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -125,7 +126,11 @@ class Objective:
         def report(epoch: int, metrics: Mapping[str, float]) -> None:
             for name, value in metrics.items():
                 seen.setdefault(name, {})[epoch] = float(value)
-            trial.report(float(metrics[self.goal.metric]), epoch)
+            with warnings.catch_warnings():
+                # A fit resumed from a checkpoint a little behind its last report (the SDK writes one at
+                # most every second) reports those epochs again; Optuna keeps the first and warns.
+                warnings.filterwarnings("ignore", message="The reported value is ignored")
+                trial.report(float(metrics[self.goal.metric]), epoch)
             faults.point("epoch")  # mid-trial: reported and checkpointed, not finished
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
@@ -135,8 +140,9 @@ class Objective:
         seed = trial_seed(trial, run.seed)
         trial.set_user_attr(SEED_ATTR, seed)  # what a later study's warm start repeats
         context = TrialContext(
-            trial.number, seed, report, checkpoint_dir, self.goal.metric, self.goal.direction, self.log
-        )
+            trial.number, seed, report, checkpoint_dir, self.goal.metric, self.goal.direction, self.log,
+            run.settings.checkpoint_seconds,
+        )  # fmt: skip
         try:
             result = run.plugin.train(run.data, params, context)
         except optuna.TrialPruned as stop:

@@ -104,6 +104,7 @@ def train_classifier(
         report=trial.report,
         patience=patience,
         log=trial.log,
+        checkpoint_seconds=trial.checkpoint_seconds,
     )
     return TrainResult(outcome.best_value, model, outcome.history, n_val=len(labels["val"]))
 

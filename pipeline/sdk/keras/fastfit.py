@@ -8,13 +8,18 @@ Here each epoch (every batch plus the validation pass) is one ``tf.function`` ca
 tensors already in memory.
 
 What it keeps from ``fit``: shuffling per epoch, dropout in training mode, early stopping
-that restores the best weights, and resumable state: after every epoch the weights, the
-optimizer's variables, the dropout layers' seed states, the best epoch's weights, the history
-and the epoch times go to ``<checkpoint_dir>/latest.npz`` (one atomic write, the one before
-kept as ``latest.previous.npz``), so a killed process resumes at the next epoch; when the fit
-ends, the best epoch's weights go to ``best.npz``. Each file holds a SHA-256 of its arrays: a
-damaged or foreign checkpoint is reported in one line and the fit resumes from the previous
-one, or from scratch (``pipeline/sdk/checkpoints.py``).
+that restores the best weights, and resumable state: the weights, the optimizer's variables,
+the dropout layers' seed states, the best epoch's weights, the history and the epoch times go
+to ``<checkpoint_dir>/latest.npz`` (one atomic write, the one before kept as
+``latest.previous.npz``) after an epoch once ``checkpoint_seconds`` (1 s) have passed since
+the last write, after the last epoch, and before an exception from ``report`` (pruning, a
+stop) leaves; a killed process resumes at the epoch after the last write, losing at most a
+second of training. Not after every epoch: a head's epoch takes 10-120 ms and its checkpoint
+(weights, two Adam moments, best weights; SHA-256, fsync) 2-50 ms, so writing each one cost a
+fifth of a head search (``python -m bench.checkpoint_cost``). When the fit ends, the best
+epoch's weights go to ``best.npz``. Each file holds a SHA-256 of its arrays: a damaged or
+foreign checkpoint is reported in one line and the fit resumes from the previous one, or
+from scratch (``pipeline/sdk/checkpoints.py``).
 
 For fine-tuning on cached block outputs it also takes a second, mirrored version of every
 training input (each example drawn from it with probability 1/2 per epoch), a stateless
@@ -41,6 +46,7 @@ import numpy as np
 from pipeline.sdk.checkpoints import DamagedCheckpoint, array_digest, load_good, write_atomic
 
 ReportFn = Callable[[int, Mapping[str, float]], None]
+CHECKPOINT_SECONDS = 1.0  # the most training a killed fit loses (see the module's docstring)
 AugmentFn = Callable[[Any, Any], Any]
 """``augment(batch, seed)``: a training batch and an int32 ``[2]`` seed for stateless random ops."""
 
@@ -80,6 +86,7 @@ def fit_classifier(
     log: Callable[[str], None] | None = None,
     mirrored: np.ndarray | None = None,
     augment: AugmentFn | None = None,
+    checkpoint_seconds: float = CHECKPOINT_SECONDS,
 ) -> FitOutcome:
     """Train ``model`` (softmax output) with sparse categorical cross-entropy.
 
@@ -102,6 +109,8 @@ def fit_classifier(
         augment: applied to each training batch inside the compiled epoch as
             ``augment(batch, seed)``; ``seed`` (int32, shape ``[2]``) depends only on ``seed``,
             the epoch and the batch's index, for stateless random ops (``random_shift``).
+        checkpoint_seconds: the least time between two writes of ``latest.npz`` (0: after
+            every epoch); the last epoch, and one ``report`` raises after, are always written.
 
     Returns:
         The outcome; ``model`` holds the best epoch's weights.
@@ -133,6 +142,13 @@ def fit_classifier(
         seconds = state.get("epoch_seconds") or [float("nan")] * start
     resumed_from = start if state is not None else None
 
+    def checkpoint(epoch: int) -> None:
+        meta = {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch}
+        meta["epoch_seconds"] = seconds
+        random = [np.asarray(v) for v in _random_state(model)]
+        _save(checkpoint_dir / "latest.npz", model.get_weights(), optimizer, best_weights, meta, random)
+
+    saved, last_write = start - 1, time.perf_counter()
     for epoch in range(start, epochs):
         if patience is not None and best_epoch >= 0 and epoch - best_epoch > patience:
             break
@@ -149,13 +165,19 @@ def fit_classifier(
             best_value, best_epoch, best_weights = metrics["val_accuracy"], epoch, model.get_weights()
         # Training and validation only: the checkpoint that follows holds these times, so it can't time itself.
         seconds.append(time.perf_counter() - started)
-        meta = {"epoch": epoch, "history": history, "best_value": best_value, "best_epoch": best_epoch}
-        meta["epoch_seconds"] = seconds
-        random = [np.asarray(v) for v in _random_state(model)]
-        _save(checkpoint_dir / "latest.npz", model.get_weights(), optimizer, best_weights, meta, random)
+        if epoch == epochs - 1 or time.perf_counter() - last_write >= checkpoint_seconds:
+            checkpoint(epoch)
+            saved, last_write = epoch, time.perf_counter()
         if report is not None:
-            report(epoch, {**metrics, "epoch_seconds": seconds[-1]})
+            try:
+                report(epoch, {**metrics, "epoch_seconds": seconds[-1]})
+            except BaseException:
+                if saved != epoch:  # pruned or stopped here: a retry goes on from this epoch
+                    checkpoint(epoch)
+                raise
 
+    if saved != len(history["val_accuracy"]) - 1:  # stopped early between writes
+        checkpoint(len(history["val_accuracy"]) - 1)
     model.set_weights(best_weights)
     _save(checkpoint_dir / "best.npz", best_weights, None, None, {"epoch": best_epoch, "best_value": best_value})
     return FitOutcome(best_value, best_epoch, history, resumed_from, seconds)

@@ -82,6 +82,11 @@ def tune_fails(
         (["--timeout", "0"], {}, "setting timeout=0.0 (from --timeout) must be more than 0 seconds"),
         (["--max-trials", "0"], {}, "setting max_trials=0 (from --max-trials) must be at least 1"),
         ([], {"MLOPS_MAX_RETRY": "-1"}, "setting max_retry=-1 (from MLOPS_MAX_RETRY) must be 0 or more"),
+        (
+            [],
+            {"MLOPS_CHECKPOINT_SECONDS": "-1"},
+            "setting checkpoint_seconds=-1.0 (from MLOPS_CHECKPOINT_SECONDS) must be 0 (after every epoch) or more",
+        ),
         ([], {"MLOPS_HEARTBEAT_INTERVAL": "0"}, "setting heartbeat_interval=0 (from MLOPS_HEARTBEAT_INTERVAL)"),
         (
             ["--set", "data.sorce=lfw"],

@@ -77,6 +77,7 @@ def kill_mid_trial(tmp_path: Path, env: dict[str, str]) -> tuple[list[str], int]
 @pytest.mark.slow
 def test_sigkill_mid_trial_then_rerun_finishes_the_study(offline_env: dict, tmp_path: Path) -> None:
     env = {**os.environ, **offline_env, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    env["MLOPS_CHECKPOINT_SECONDS"] = "0"  # a write after every epoch: these trials last under a second
     before, victim = kill_mid_trial(tmp_path, env)
     storage = f"sqlite:///{tmp_path / 'mlops-runs' / 'optuna.db'}"
     name = next(n for n in optuna.get_all_study_names(storage) if not n.endswith(".parent"))

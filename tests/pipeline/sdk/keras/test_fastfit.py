@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import keras
@@ -92,6 +93,45 @@ def test_resume_continues_at_the_next_epoch(tmp_path: Path) -> None:
     assert len(outcome.history["val_accuracy"]) == 8  # the history before the crash is kept
 
 
+def _checkpointed_epoch(folder: Path) -> int | None:
+    """The epoch ``latest.npz`` holds, or ``None`` when there is none."""
+    if not (folder / "latest.npz").exists():
+        return None
+    with np.load(folder / "latest.npz") as npz:
+        return int(json.loads(str(npz["meta"]))["epoch"])
+
+
+@pytest.mark.parametrize(("every", "expected"), [(0.0, [0, 1, 2, 3, 4]), (3600.0, [None, None, None, None, 4])])
+def test_the_checkpoint_is_written_at_most_every_checkpoint_seconds_and_after_the_last_epoch(
+    tmp_path: Path, every: float, expected: list[int | None]
+) -> None:
+    """A kill loses at most ``checkpoint_seconds`` of epochs; what each epoch's report finds on disk."""
+    train, val = blobs(20, seed=1), blobs(5, seed=2)
+    found: list[int | None] = []
+    fit_classifier(
+        small_model(), keras.optimizers.Adam(1e-3), train, val, epochs=5, batch_size=16, seed=3,
+        checkpoint_dir=tmp_path, report=lambda e, m: found.append(_checkpointed_epoch(tmp_path)),
+        patience=None, checkpoint_seconds=every,
+    )  # fmt: skip
+    assert found == expected
+
+
+def test_a_report_that_raises_between_writes_leaves_its_epoch_checkpointed(tmp_path: Path) -> None:
+    """Pruned or stopped at epoch 2 with no write due: the retry still goes on at epoch 3."""
+    train, val = blobs(20, seed=1), blobs(5, seed=2)
+
+    def stop_at_two(epoch: int, metrics: dict) -> None:
+        if epoch == 2:
+            raise KeyboardInterrupt  # as interrupts.Interrupted, or optuna.TrialPruned
+
+    with pytest.raises(KeyboardInterrupt):
+        fit_classifier(
+            small_model(), keras.optimizers.Adam(1e-3), train, val, epochs=8, batch_size=16, seed=3,
+            checkpoint_dir=tmp_path, report=stop_at_two, patience=None, checkpoint_seconds=3600.0,
+        )  # fmt: skip
+    assert _checkpointed_epoch(tmp_path) == 2
+
+
 def test_early_stopping_restores_the_best_epoch(tmp_path: Path) -> None:
     x, y = blobs(10)
     rng = np.random.default_rng(5)
@@ -138,6 +178,7 @@ def fit_until(tmp_path: Path, stop_after: int | None, lines: list[str], epochs: 
             report=report,
             patience=None,
             log=lines.append,
+            checkpoint_seconds=0.0,  # every epoch: these tests are about which file a resume reads
         )
     except Killed:
         return seen, None
