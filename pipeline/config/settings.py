@@ -31,6 +31,7 @@ import yaml
 from pipeline.config.environment import CI_COMMIT_NAMES, MLFLOW_TRACKING_URI, Environment
 from pipeline.config.yaml_file import load_yaml
 from pipeline.errors import MlopsError
+from pipeline.sdk.checkpoints import DEFAULT_CHECKPOINT_SECONDS
 from pipeline.sdk.feature_cache import DEFAULT_SHARD_SIZE, default_dir
 
 REPO_CONFIG = "mlops.yaml"
@@ -84,9 +85,9 @@ class TuneSettings:
     promote_margin: float = 0.0
     force_promote: bool = False
     max_retry: int = 3  # retries of a trial whose process died
-    # The least time between two checkpoint writes of a trial, i.e. the most training a kill may
-    # lose (0: after every epoch); a head's epoch is 10-120 ms and a write 2-50 ms.
-    checkpoint_seconds: float = 1.0
+    # The least time between two checkpoint writes of a trial: the most training a kill may lose
+    # (0: after every epoch).
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
     heartbeat_interval: int = 2
     grace_period: int = 10
     feature_shard_size: int = DEFAULT_SHARD_SIZE  # images per shard of a resumable feature extraction

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 
 from pipeline.config.manifest import ModelManifest, load_manifest
 from pipeline.errors import MlopsError
+from pipeline.sdk.checkpoints import DEFAULT_CHECKPOINT_SECONDS
 from pipeline.sdk.feature_cache import DEFAULT_SHARD_SIZE
 from pipeline.summary import Direction
 
@@ -95,7 +96,7 @@ class TrialContext:
     goal_metric: str = "val_accuracy"
     direction: Direction = "maximize"
     log: Callable[[str], None] = print
-    checkpoint_seconds: float = 1.0
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS
 
 
 @dataclass

@@ -43,7 +43,10 @@ def read(client: Any, run_id: str | None) -> tuple[frozenset[str] | None, str]:
     """The identities recorded with ``run_id``, or ``None`` and why not."""
     if not run_id:
         return None, "the version names no run"
-    tag = client.get_run(run_id).data.tags.get(TAG_SEEN)
+    try:
+        tag = client.get_run(run_id).data.tags.get(TAG_SEEN)
+    except Exception as error:  # MlflowException: the run was deleted, or the store moved
+        return None, f"its run {run_id} cannot be read ({type(error).__name__})"
     if not tag:
         return None, "no record of the examples it trained on (registered before the record, or its model gives no ids)"
     with tempfile.TemporaryDirectory(prefix="mlops-seen-") as folder, _quiet_download():

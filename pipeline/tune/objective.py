@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -126,11 +125,7 @@ class Objective:
         def report(epoch: int, metrics: Mapping[str, float]) -> None:
             for name, value in metrics.items():
                 seen.setdefault(name, {})[epoch] = float(value)
-            with warnings.catch_warnings():
-                # A fit resumed from a checkpoint a little behind its last report (the SDK writes one at
-                # most every second) reports those epochs again; Optuna keeps the first and warns.
-                warnings.filterwarnings("ignore", message="The reported value is ignored")
-                trial.report(float(metrics[self.goal.metric]), epoch)
+            trial.report(float(metrics[self.goal.metric]), epoch)
             faults.point("epoch")  # mid-trial: reported and checkpointed, not finished
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")

@@ -78,6 +78,9 @@ def open_study(name: str, direction: str, settings: TuneSettings) -> tuple[optun
     _quiet_interrupts()
     # Heartbeats and the retry callback are "experimental" in Optuna 5; they are the documented way.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # A trial resumed from a checkpoint a little behind its last report (written at most once a
+    # second: setting checkpoint_seconds) reports those epochs again; Optuna keeps the first.
+    warnings.filterwarnings("ignore", message="The reported value is ignored because")
     retry = RetryHeartbeatStaleTrialCallback(max_retry=settings.max_retry, inherit_intermediate_values=True)
     try:
         storage = _storage(settings, retry)

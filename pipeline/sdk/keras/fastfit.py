@@ -43,10 +43,15 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.sdk.checkpoints import DamagedCheckpoint, array_digest, load_good, write_atomic
+from pipeline.sdk.checkpoints import (
+    DEFAULT_CHECKPOINT_SECONDS,
+    DamagedCheckpoint,
+    array_digest,
+    load_good,
+    write_atomic,
+)
 
 ReportFn = Callable[[int, Mapping[str, float]], None]
-CHECKPOINT_SECONDS = 1.0  # the most training a killed fit loses (see the module's docstring)
 AugmentFn = Callable[[Any, Any], Any]
 """``augment(batch, seed)``: a training batch and an int32 ``[2]`` seed for stateless random ops."""
 
@@ -86,7 +91,7 @@ def fit_classifier(
     log: Callable[[str], None] | None = None,
     mirrored: np.ndarray | None = None,
     augment: AugmentFn | None = None,
-    checkpoint_seconds: float = CHECKPOINT_SECONDS,
+    checkpoint_seconds: float = DEFAULT_CHECKPOINT_SECONDS,
 ) -> FitOutcome:
     """Train ``model`` (softmax output) with sparse categorical cross-entropy.
 

@@ -71,6 +71,7 @@ def test_the_record_is_read_back_and_a_tampered_one_is_not_trusted(store: str) -
     assert found is None and "does not match its checksum" in why
     _, bare = register(store, "record", None)
     assert unseen.read(client, bare)[0] is None and "no record" in unseen.read(client, bare)[1]
+    assert unseen.read(client, "0" * 32) == (None, f"its run {'0' * 32} cannot be read (MlflowException)")
 
 
 def _evaluation(truth: np.ndarray, predicted: np.ndarray, ids: list[str]) -> Evaluation:

@@ -4,6 +4,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import optuna
@@ -156,6 +157,17 @@ def draw(study: optuna.Study, count: int) -> None:
 
 def params_of(study: optuna.Study) -> list[tuple[float, int]]:
     return [(t.params["x"], t.params["k"]) for t in study.get_trials()]
+
+
+def test_an_epoch_reported_again_keeps_its_first_value_without_a_warning(tmp_path: Path) -> None:
+    """A fit resumed from a checkpoint behind its last report (written at most once a second) replays epochs."""
+    study, _ = open_study("s", "maximize", settings_for(tmp_path))
+    trial = study.ask()
+    with warnings.catch_warnings(record=True) as caught:
+        trial.report(0.5, 0)
+        trial.report(0.9, 0)
+    assert [str(w.message) for w in caught] == []
+    assert study.trials[0].intermediate_values == {0: 0.5}
 
 
 def test_a_resumed_study_draws_new_parameters(tmp_path: Path) -> None:
