@@ -32,6 +32,7 @@ from pipeline.sdk import (
     split_fractions,
     three_way_split,
     unframe,
+    with_example_ids,
     write_atomic,
 )
 
@@ -224,9 +225,8 @@ def evaluate(data: DiabetesData, result: TrainResult) -> Evaluation:
 
     truth = data.targets["test"]
     predicted = result.model.predict(data.features["test"])
-    fit_ids = data.ids["train"].tolist() + data.ids["val"].tolist()
     rmse = float(root_mean_squared_error(truth, predicted))
-    return Evaluation(rmse, len(truth), truth, predicted, None, data.ids["test"].tolist(), fit_ids)
+    return with_example_ids(Evaluation(rmse, len(truth), truth, predicted, None), data.ids)
 
 
 def export(data: DiabetesData, result: TrainResult) -> ExportedModel:

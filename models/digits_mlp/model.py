@@ -9,7 +9,7 @@ pruning, ``latest.npz`` checkpoints for resuming a killed trial).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -25,6 +25,7 @@ from pipeline.sdk import (
     fingerprint,
     split_fractions,
     three_way_split,
+    with_example_ids,
 )
 from pipeline.sdk.keras import dense_classifier, evaluate_classifier, train_new_classifier
 
@@ -126,7 +127,7 @@ def train(data: DigitsData, params: dict[str, Any], trial: TrialContext) -> Trai
 def evaluate(data: DigitsData, result: TrainResult) -> Evaluation:
     """Accuracy of the chosen network on the held-out test split (touched once, at the end)."""
     scored = evaluate_classifier(result.model, data.features["test"], data.labels["test"], data.names)
-    return replace(scored, ids=data.ids["test"].tolist(), fit_ids=data.ids["train"].tolist() + data.ids["val"].tolist())
+    return with_example_ids(scored, data.ids)
 
 
 def export(data: DigitsData, result: TrainResult) -> ExportedModel:

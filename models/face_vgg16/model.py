@@ -11,7 +11,7 @@ import base64
 import io
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from pipeline.sdk import (
     example_ids,
     fingerprint,
     split_fractions,
+    with_example_ids,
 )
 from pipeline.sdk.keras import (
     dense_classifier,
@@ -285,8 +286,7 @@ def evaluate(data: FaceData, result: TrainResult) -> Evaluation:
     scored = _scored(data, result)
     if not data.ids:  # data built by hand, not by prepare
         return scored
-    fit_ids = data.ids["train"].tolist() + data.ids["val"].tolist()
-    return replace(scored, ids=data.ids["test"].tolist(), fit_ids=fit_ids)
+    return with_example_ids(scored, data.ids)
 
 
 def _scored(data: FaceData, result: TrainResult) -> Evaluation:

@@ -19,7 +19,7 @@ from pipeline.sdk.contract import (
     load_plugin,
 )
 from pipeline.sdk.feature_cache import FeatureCache, file_digest, fingerprint
-from pipeline.sdk.splits import example_ids, split_fractions, three_way_split
+from pipeline.sdk.splits import example_ids, split_fractions, three_way_split, with_example_ids
 
 __all__ = [
     "DamagedCheckpoint",
@@ -42,5 +42,6 @@ __all__ = [
     "split_fractions",
     "three_way_split",
     "unframe",
+    "with_example_ids",
     "write_atomic",
 ]

@@ -6,6 +6,7 @@ for each: the test part is drawn first, then validation from the rest, both stra
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import MlopsError
+from pipeline.sdk.contract import Evaluation
 
 
 def split_fractions(options: Mapping[str, Any], where: Path | str) -> tuple[float, float]:
@@ -78,3 +80,9 @@ def example_ids(examples: np.ndarray | Sequence[bytes]) -> np.ndarray:
     else:
         found = [hashlib.sha256(bytes(item)).hexdigest()[:16] for item in examples]
     return np.array(found, dtype="<U16")
+
+
+def with_example_ids(evaluation: Evaluation, ids: Mapping[str, np.ndarray]) -> Evaluation:
+    """``evaluation`` with ``ids`` (the test split's) and ``fit_ids`` (train and validation) from per-split ids."""
+    fit_ids = [*ids["train"].tolist(), *ids["val"].tolist()]
+    return dataclasses.replace(evaluation, ids=ids["test"].tolist(), fit_ids=fit_ids)

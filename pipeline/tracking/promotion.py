@@ -26,6 +26,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.errors import MlopsError
 from pipeline.sdk.contract import Evaluation
 from pipeline.summary import GoalSpec, Promotion, Verdict
@@ -158,18 +160,24 @@ def champion_score(
             return score(goal, float(tags[TAG_SCORE]), n, "recorded"), challenger
         except (KeyError, ValueError):
             pass  # a damaged tag: score it again
+    # What it trained on first: a champion that saw every test example here is not scored at all.
+    seen, why = unseen.read(client, getattr(version, "run_id", None))
+    keep = None
+    if seen is not None and evaluation is not None and evaluation.ids is not None:
+        keep = np.array([example not in seen for example in evaluation.ids], dtype=bool)
+        if not keep.any():
+            return _unscored("it trained on every example of this test split"), challenger
     try:
         theirs = rescore(f"models:/{name}/{version.version}")
     except Exception as error:  # the model's own code and MLflow's loaders raise anything
         return _unscored(f"{type(error).__name__}: {str(error)[:200]}"), challenger
     if not math.isfinite(theirs.value):
         return _unscored(f"its {metric} came out as {theirs.value}"), challenger
-    seen, why = unseen.read(client, getattr(version, "run_id", None))
-    if seen is None or evaluation is None or evaluation.ids is None:
+    if keep is None or evaluation is None:
         note = f"not checked for overlap: {why or 'this model gives no example ids'}"
         return _with_note(score(goal, theirs.value, theirs.n, "rescored"), note), challenger
     try:
-        values, keep = unseen.scores_on_unseen(goal.metric, theirs, evaluation, seen)
+        values = unseen.scores_on_unseen(goal.metric, theirs, evaluation, keep)
     except ValueError as error:
         return _unscored(str(error)), challenger
     if keep.all():

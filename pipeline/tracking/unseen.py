@@ -76,27 +76,22 @@ def _quiet_download() -> Iterator[None]:
 
 
 def scores_on_unseen(
-    metric: str, champion: Evaluation, challenger: Evaluation, seen: frozenset[str]
-) -> tuple[tuple[float, float], np.ndarray]:
-    """Both models' ``metric`` on the test examples outside ``seen``, and which examples those are.
+    metric: str, champion: Evaluation, challenger: Evaluation, keep: np.ndarray
+) -> tuple[float, float]:
+    """Both models' ``metric`` on the test examples ``keep`` marks (those the champion never saw).
 
     Args:
         metric: the goal's metric (``val_accuracy``).
         champion, challenger: the two models' evaluations on the same test split.
-        seen: what the champion trained and was selected on.
+        keep: one flag per test example, in the order of ``challenger.ids``.
 
     Returns:
-        ``((champion's value, challenger's value), keep)``: ``keep`` marks the examples scored.
+        ``(champion's value, challenger's value)``.
 
     Raises:
-        ValueError: why they cannot be compared there (it saw every example, the labels
-            differ, or the metric cannot be recomputed from labels and predictions).
+        ValueError: why they cannot be compared there (the labels differ, or the metric
+            cannot be recomputed from labels and predictions).
     """
-    if challenger.ids is None:
-        raise ValueError("this model gives no example ids")
-    keep = np.array([example not in seen for example in challenger.ids], dtype=bool)
-    if not keep.any():
-        raise ValueError("it trained on every example of this test split")
     if not np.array_equal(np.asarray(champion.y_true), np.asarray(challenger.y_true)):
         raise ValueError("its labels of this test split differ from the challenger's")
     # Recomputing the whole split's value first checks that labels and predictions are what evaluate scored.
@@ -104,7 +99,7 @@ def scores_on_unseen(
     theirs, mine = (metric_on(metric, one.y_true, one.y_pred, keep) for one in (champion, challenger))
     if theirs is None or mine is None or whole is None or not math.isclose(whole, challenger.value, abs_tol=1e-6):
         raise ValueError(f"{metric} cannot be recomputed on the test examples it never trained on")
-    return (theirs, mine), keep
+    return theirs, mine
 
 
 def metric_on(metric: str, y_true: Any, y_pred: Any, keep: np.ndarray) -> float | None:

@@ -115,7 +115,7 @@ def test_a_champion_that_trained_on_the_whole_test_split_cannot_be_compared(stor
     mine = _evaluation(truth, truth, ids)
     decision = gate(
         client, name, v2, score(ACCURACY, 1.0, 10), ACCURACY,
-        fingerprint="b", margin=0.0, evaluation=mine, rescore=lambda uri: _evaluation(truth, truth, ids),
+        fingerprint="b", margin=0.0, evaluation=mine, rescore=_unused,  # not even scored: nothing to compare on
     )  # fmt: skip
     assert (decision.verdict, decision.champion_scored, decision.champion_value) == ("kept", "unscored", None)
     assert "it trained on every example of this test split" in decision.reason
