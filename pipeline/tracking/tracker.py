@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import MlopsError
+from pipeline.sqlite_wal import sqlite_file
 
 TRIAL_TAG = "optuna.trial_number"
 STUDY_TAG = "optuna.study_name"
@@ -206,11 +207,10 @@ def _schema_lock(uri: str) -> Iterator[None]:
     doing so at once fail with alembic's "expected to match one row" (checked: two ``mlops
     tune`` on a fresh store). A lock file beside the database serialises that first use.
     """
-    path = uri.removeprefix("sqlite:///")
-    if not uri.startswith("sqlite:///") or not path or path.startswith(":memory:"):
+    database = sqlite_file(uri)
+    if database is None:
         yield
         return
-    database = Path(path)
     database.parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
     with open(database.with_name(database.name + ".lock"), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

@@ -4,8 +4,9 @@
 URL would build an ``RDBStorage`` that creates missing tables and stamps a schema version on
 open; here the tables are never created, the version is never checked, and the connection
 itself refuses writes: SQLite is opened ``mode=ro`` (a missing file is an error, not a new
-database), PostgreSQL with ``default_transaction_read_only``. Other databases get the first
-two guards only.
+database; a study in WAL mode that no process has open, ``immutable`` too, so that no
+``-wal`` or ``-shm`` file is made beside it), PostgreSQL with
+``default_transaction_read_only``. Other databases get the first two guards only.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sqlalchemy
 from optuna.storages import RDBStorage
 
 from pipeline.errors import MlopsError
+from pipeline.sqlite_wal import wal_unopened
 from pipeline.tune.study import redact, with_driver
 
 # Optuna's heartbeat table (schema-versioned by Optuna; read only, by these two columns).
@@ -46,10 +48,14 @@ def readonly_url(url: str) -> tuple[str, dict[str, object]]:
                 f"no study storage at {file}: nothing was tuned there; run `mlops tune MODEL_DIR` first "
                 "or pass the --storage (or --runs-dir) the search used"
             )
+        query = {"mode": "ro", "uri": "true"}
+        if wal_unopened(file):
+            # A WAL study no process has open: a mode=ro reader would create its -wal and -shm
+            # files (or fail where it may not); immutable reads the file alone. A search that
+            # opens it meanwhile writes its -wal first: the file changes at a checkpoint only.
+            query["immutable"] = "1"
         # Built as a URL object: SQLAlchemy unquotes the database part once, SQLite's URI parser again.
-        ro = sqlalchemy.engine.URL.create(
-            "sqlite", database=f"file:{quote(str(file))}", query={"mode": "ro", "uri": "true"}
-        )
+        ro = sqlalchemy.engine.URL.create("sqlite", database=f"file:{quote(str(file))}", query=query)
         # A writer holds SQLite's lock for a moment per commit: wait for it like ``mlops tune`` does.
         return ro.render_as_string(hide_password=False), {"connect_args": {"timeout": 30}}
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):

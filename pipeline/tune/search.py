@@ -22,7 +22,7 @@ from typing import Any
 import optuna
 from optuna.storages import RDBStorage
 
-from pipeline import heap
+from pipeline import heap, sqlite_wal
 from pipeline.build.dockerfiles import normalize_framework
 from pipeline.config.manifest import ModelManifest
 from pipeline.config.preflight import check_run
@@ -102,6 +102,9 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
             except Exception as error:  # the original error is the one to show
                 log(f"could not close MLflow run {progress.parent_id} ({type(error).__name__}: {error})")
         raise
+    finally:
+        if progress.storage is not None:  # a SQLite study whole in optuna.db again, its log folded in
+            sqlite_wal.close(progress.storage.engine)
 
 
 def _stopped(stop: KeyboardInterrupt, progress: _Progress, log: Callable[[str], None]) -> Interrupted:

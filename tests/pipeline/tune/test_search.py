@@ -6,8 +6,11 @@ minute or more each) are marked ``slow``; the in-process tests cover the same be
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -87,6 +90,11 @@ def test_a_met_goal_exits_0_and_registers_the_champion(tmp_path: Path, tracking_
         "search",
         "finish",
     ]
+
+
+def test_a_finished_search_leaves_its_study_whole_in_optuna_db(tmp_path: Path, tracking_uri: str) -> None:
+    summary = tune(stub(tmp_path), stub_settings(tmp_path, tracking_uri, max_trials=2, goal=1.0), lambda line: None)
+    assert_whole_in_one_file(tmp_path / "optuna.db", "s", summary.trials_total)
 
 
 def test_an_unreachable_goal_is_an_honest_failure(tmp_path: Path, tracking_uri: str) -> None:
@@ -241,6 +249,20 @@ def test_search_meets_goal_registers_champion_and_reuses_the_cache(offline_env: 
     assert second.returncode == 0, second.stderr
     assert "features: reused from the cache" in second.stdout
     assert "through VGG16" not in second.stdout
+    # The command's study, kept in SQLite's write-ahead log while it ran, is whole in optuna.db alone.
+    assert_whole_in_one_file(tmp_path / "mlops-runs" / "optuna.db", summary["study_name"], summary["trials_total"])
+
+
+def assert_whole_in_one_file(database: Path, study_name: str, trials: int) -> None:
+    """No ``-wal`` left beside ``database``, and a copy of the file alone holds the study's trials."""
+    assert not database.with_name(database.name + "-wal").exists()
+    copy = database.parent / "copied" / database.name
+    copy.parent.mkdir()
+    shutil.copyfile(database, copy)
+    with contextlib.closing(sqlite3.connect(copy)) as connection:
+        assert connection.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{copy}")
+    assert len([t for t in study.trials if t.state != TrialState.WAITING]) == trials  # as the summary counts
 
 
 @pytest.mark.slow
