@@ -1,14 +1,14 @@
-"""The study's SQLite file in write-ahead-log (WAL) mode: a commit costs a quarter of a millisecond, not five.
+"""The study's SQLite file in write-ahead-log (WAL) mode: a commit costs a quarter of a millisecond, not 1-5.
 
 A search commits to Optuna's storage at every epoch (the intermediate value the pruner
 reads) and about 80 times for a 30-epoch trial (its parameters, attributes, reports, state).
 In SQLite's default rollback-journal mode each commit writes a journal and the database with
-two fsyncs: 5.4 ms a commit on this project's 2-core machine, against 0.24 ms in WAL mode
-with the same durability (``synchronous=FULL``: a commit is on disk when it returns)
-(``python -m bench.sqlite_commit``). WAL mode is a property of the database file (it
-persists), so switching it once, before Optuna opens the file, is all it takes; Optuna's
-engine needs no option. A reader no longer waits for the writer either (``mlops status``
-during a search).
+two fsyncs: 0.8-5.4 ms a commit on this project's 2-core machine (its disk's fsync time
+varies), against 0.23-0.24 ms in WAL mode with the same durability (``synchronous=FULL``: a
+commit is on disk when it returns) (``python -m bench.sqlite_commit --optuna``). WAL mode
+is a property of the database file (it persists), so switching it once, before Optuna opens
+the file, is all it takes; Optuna's engine needs no option. A reader no longer waits for the
+writer either (``mlops status`` during a search).
 
 Only the study: MLflow's ``mlflow.db`` keeps SQLite's default. A WAL database can only be
 read where its ``-shm`` index can be made, and the registry is read by processes that may not
