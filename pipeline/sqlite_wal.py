@@ -104,8 +104,13 @@ def close(engine: Any) -> None:
     """
     try:
         if engine.dialect.name == "sqlite":
-            with engine.connect() as connection:
-                connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+            # The driver's connection, outside any transaction: the search's engine begins each of
+            # its transactions by taking the write lock (pipeline/sqlite_locks.py).
+            connection = engine.raw_connection()
+            try:
+                connection.cursor().execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                connection.close()
         engine.dispose()
     except Exception:  # see the docstring
         pass

@@ -201,6 +201,7 @@ class TuneSummary:
     trials_complete: int = 0
     trials_pruned: int = 0
     trials_failed: int = 0
+    trials_interrupted: int = 0  # stopped (Ctrl-C, SIGTERM, a helper at the search's end) and queued for retry
     wall_seconds: float = 0.0
     study_name: str = ""
     storage: str = ""  # with any password removed

@@ -84,6 +84,12 @@ def register(app: typer.Typer) -> None:
                 help="Make the new model champion without comparing it (the old one stays as previous).",
             ),
         ] = None,
+        workers: Annotated[
+            int | None,
+            typer.Option(
+                help="Processes searching the study at once on this machine (default: model.yaml tune.workers, else 1)."
+            ),
+        ] = None,
     ) -> None:
         """Search MODEL_DIR's hyperparameters with Optuna until the goal is met; exit 0 if met, 3 if not."""
         from pipeline.config.preflight import check_run
@@ -106,6 +112,7 @@ def register(app: typer.Typer) -> None:
             "overrides": set_ or None,
             "promote_margin": promote_margin,
             "force_promote": force_promote,
+            "workers": workers,
         }
         manifest, settings = model_settings(environment(ctx), model_dir, flags)
         check_run(manifest, settings)  # bad input fails here, before TensorFlow, MLflow or the data load

@@ -91,6 +91,8 @@ class TuneSettings:
     heartbeat_interval: int = 2
     grace_period: int = 10
     feature_shard_size: int = DEFAULT_SHARD_SIZE  # images per shard of a resumable feature extraction
+    # Processes searching the study at once: this one and workers - 1 helpers (pipeline/tune/workers.py).
+    workers: int = 1
     overrides: list[str] = field(default_factory=list)  # "data.source=lfw"
     # Set by the supervisor (MLOPS_RESTARTS, MLOPS_RESTART_REASON) when it restarts a dead tune.
     restarts: int = 0
@@ -357,6 +359,7 @@ _RANGES: dict[str, tuple[float, bool, str]] = {
     "grace_period": (1.0, True, "must be at least 1 second"),
     "promote_margin": (0.0, True, "must be 0 or more (how much better a new model must be to become champion)"),
     "feature_shard_size": (1.0, True, "must be at least 1 image"),
+    "workers": (1.0, True, "must be at least 1 (this process)"),
 }
 
 

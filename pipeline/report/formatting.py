@@ -184,10 +184,11 @@ def goal_check(summary: TuneSummary) -> str:
 
 
 def trials_text(summary: TuneSummary) -> str:
-    """Trial counts as ``12 (10 complete, 1 pruned, 1 failed)``."""
+    """Trial counts as ``12 (10 complete, 1 pruned, 1 failed)``, and ``, 1 interrupted`` when one was."""
+    interrupted = f", {summary.trials_interrupted} interrupted" if summary.trials_interrupted else ""
     return (
         f"{summary.trials_total} ({summary.trials_complete} complete, "
-        f"{summary.trials_pruned} pruned, {summary.trials_failed} failed)"
+        f"{summary.trials_pruned} pruned, {summary.trials_failed} failed{interrupted})"
     )
 
 

@@ -77,6 +77,7 @@ def finish_study(study: optuna.Study, run: SearchRun, objective: Objective) -> T
         trials_complete=tally.get("COMPLETE", 0),
         trials_pruned=tally.get("PRUNED", 0),
         trials_failed=tally.get("FAIL", 0),
+        trials_interrupted=tally.get("INTERRUPTED", 0),
         study_name=study.study_name,
         storage=redact_url(settings.storage_url),
         tracking_uri=tracker.uri,

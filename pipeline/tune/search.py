@@ -28,6 +28,7 @@ from pipeline.config.manifest import ModelManifest
 from pipeline.config.preflight import check_run
 from pipeline.config.settings import TuneSettings, apply_overrides
 from pipeline.errors import ExitCode, MlopsError
+from pipeline.report.formatting import trials_text
 from pipeline.sdk.contract import StudyContext, load_plugin
 from pipeline.summary import TuneSummary
 from pipeline.tracking.tracker import Tracker
@@ -52,6 +53,7 @@ from pipeline.tune.study import (
     stop_rules,
 )
 from pipeline.tune.warm_start import record_data, warm_start
+from pipeline.tune.workers import Helpers, start_helpers
 
 
 def study_name_for(manifest: Any, data: dict[str, Any], params: dict[str, Any], seed: int) -> str:
@@ -74,6 +76,8 @@ class _Progress:
     storage: RDBStorage | None = None
     tracker: Tracker | None = None
     parent_id: str | None = None
+    helpers: Helpers | None = None  # this command's helper processes (--workers)
+    helper: bool = False  # this process is a helper: the command owns the parent run and the result
 
 
 def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = print) -> TuneSummary:
@@ -89,20 +93,39 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
             (its checkpoint kept) and its MLflow run and the parent run ended KILLED; its
             ``message`` is the one line to show.
     """
-    progress = _Progress()
+    summary = _run(model_dir, settings, log, _Progress())
+    assert summary is not None  # only a helper's search returns none
+    return summary
+
+
+def help_search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = print) -> None:
+    """A helper's part of ``tune`` (``pipeline/tune/workers.py``): trials on the command's study, nothing after.
+
+    Raises:
+        MlopsError, Interrupted: as ``tune``; the parent run is left to the command.
+    """
+    _run(model_dir, settings, log, _Progress(helper=True))
+
+
+def _run(
+    model_dir: Path, settings: TuneSettings, log: Callable[[str], None], progress: _Progress
+) -> TuneSummary | None:
+    """``_search`` with its clean-up: interrupts, failures, helpers, the study's SQLite log."""
     try:
         return _search(model_dir, settings, log, progress)
     except KeyboardInterrupt as stop:
         raise _stopped(stop, progress, log) from None
     except Exception:
         # A bad input or a crash after the parent run opened: the run ends FAILED, not RUNNING.
-        if progress.tracker is not None and progress.parent_id is not None:
+        if progress.tracker is not None and progress.parent_id is not None and not progress.helper:
             try:
                 progress.tracker.finish(progress.parent_id, "FAILED")
             except Exception as error:  # the original error is the one to show
                 log(f"could not close MLflow run {progress.parent_id} ({type(error).__name__}: {error})")
         raise
     finally:
+        if progress.helpers is not None:  # an error or an interrupt: they stop too
+            progress.helpers.stop()
         if progress.storage is not None:  # a SQLite study whole in optuna.db again, its log folded in
             sqlite_wal.close(progress.storage.engine)
 
@@ -110,6 +133,8 @@ def tune(model_dir: Path, settings: TuneSettings, log: Callable[[str], None] = p
 def _stopped(stop: KeyboardInterrupt, progress: _Progress, log: Callable[[str], None]) -> Interrupted:
     """Leave the study and MLflow resumable after an interrupt; the line to show."""
     study, storage, tracker, parent_id = progress.study, progress.storage, progress.tracker, progress.parent_id
+    if progress.helpers is not None:  # before the study is read: their interrupted trials are queued too
+        progress.helpers.stop()
     kept = 0
     try:
         if study is not None and storage is not None:
@@ -117,17 +142,22 @@ def _stopped(stop: KeyboardInterrupt, progress: _Progress, log: Callable[[str], 
             kept = len(finished(study))
             if tracker is not None and parent_id is not None:
                 tracker.close_orphans(parent_id, live=_live_runs(study, waiting=False))
-                tracker.finish(parent_id, "KILLED")
+                if not progress.helper:  # the command's run: a helper stopped by it leaves the run to it
+                    tracker.finish(parent_id, "KILLED")
     except Exception as error:  # a store failing now must not turn the stop into a crash
         log(f"interrupted: could not record it all ({type(error).__name__}: {error}); the next run finishes it")
     return interrupts.stopped(stop, f"interrupted: {kept} trial(s) kept; run the same command to continue")
 
 
-def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None], progress: _Progress) -> TuneSummary:
+def _search(
+    model_dir: Path, settings: TuneSettings, log: Callable[[str], None], progress: _Progress
+) -> TuneSummary | None:
     started = time.perf_counter()
     clock = StageClock()
     plugin = load_plugin(model_dir)
     check_run(plugin.manifest, settings)  # before any folder, store, run or data
+    if not progress.helper:  # now, so their start-up overlaps this process's imports and data
+        progress.helpers = start_helpers(model_dir, settings, log)
     manifest = plugin.manifest
     goal = replace(
         manifest.goal,
@@ -211,6 +241,10 @@ def _search(model_dir: Path, settings: TuneSettings, log: Callable[[str], None],
             catch=(Exception,),  # a trial's crash fails that trial; three alike stop the study
         )
         streak.raise_if_stopped(on_stop=lambda: tracker.finish(parent_id, "FAILED"))
+    if progress.helper:
+        return None  # the command scores, logs and registers the study's best
+    if progress.helpers is not None:  # the search is over: a trial a helper still runs is queued for retry
+        progress.helpers.stop()
     tracker.close_orphans(parent_id, live=_live_runs(study, waiting=False))  # other workers' may still run
     clock.lap("search")
 
@@ -275,10 +309,8 @@ def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[
         log(f"{verdict}: {best_line}, goal {goal.sign} {goal.target:g}")
         if best.test_value is not None:
             log(f"test {goal.metric.removeprefix('val_')}: {best.test_value:.4f} (held-out split, scored once)")
-    log(
-        f"trials: {summary.trials_total} ({summary.trials_complete} complete, {summary.trials_pruned} pruned, "
-        f"{summary.trials_failed} failed) in {summary.wall_seconds:.1f}s; MLflow logging {logging_seconds:.1f}s"
-    )
+    log(f"trials: {trials_text(summary)} in {summary.wall_seconds:.1f}s; MLflow logging {logging_seconds:.1f}s")
+
     if summary.registered_model:
         alias = "challenger" if summary.promotion is not None and not summary.promotion.promoted else "champion"
         log(f"model: registered {summary.registered_model} (alias {alias})")

@@ -32,6 +32,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipeline.config.settings import TuneSettings
 from pipeline.errors import MlopsError
+from pipeline.sqlite_locks import immediate_transactions
 from pipeline.sqlite_wal import write_ahead
 from pipeline.summary import GoalSpec
 from pipeline.tune.attributes import (
@@ -113,13 +114,16 @@ def _storage(settings: TuneSettings, retry: RetryHeartbeatStaleTrialCallback, at
     write_ahead(settings.storage_url)  # a SQLite file: WAL mode, 0.24 ms a commit instead of 5 (pipeline/sqlite_wal.py)
     for attempt in range(attempts):
         try:
-            return RDBStorage(
+            storage = RDBStorage(
                 with_driver(settings.storage_url),
                 engine_kwargs={"connect_args": {"timeout": 30}} if settings.storage_url.startswith("sqlite") else None,
                 heartbeat_interval=settings.heartbeat_interval,
                 grace_period=settings.grace_period,
                 heartbeat_stale_trial_callback=retry,
             )
+            # Two workers on one SQLite file must not both take a queued trial (pipeline/sqlite_locks.py).
+            immediate_transactions(storage.engine)
+            return storage
         except (IntegrityError, ProgrammingError, OperationalError) as error:
             # PostgreSQL: duplicate pg_type row / relation exists; SQLite: table already exists.
             racing = not isinstance(error, OperationalError) or "already exists" in str(error)
@@ -383,10 +387,13 @@ def stop_rules(max_trials: int, goal: GoalSpec) -> list[Callable[[optuna.Study, 
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state, for the summary."""
+    """Trials by state, for the summary; a trial stopped by Ctrl-C, SIGTERM or the end of a search
+    (a helper's, ``pipeline/tune/workers.py``) is ``INTERRUPTED``, not ``FAIL``: it failed at nothing."""
     tally: dict[str, int] = {}
     for trial in study.get_trials(deepcopy=False):
-        tally[trial.state.name] = tally.get(trial.state.name, 0) + 1
+        interrupted = trial.state == TrialState.FAIL and trial.user_attrs.get(INTERRUPTED_ATTR)
+        state = "INTERRUPTED" if interrupted else trial.state.name
+        tally[state] = tally.get(state, 0) + 1
     return tally
 
 

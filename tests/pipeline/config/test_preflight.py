@@ -81,6 +81,7 @@ def tune_fails(
         (["--timeout", "-5"], {}, "setting timeout=-5.0 (from --timeout) must be more than 0 seconds"),
         (["--timeout", "0"], {}, "setting timeout=0.0 (from --timeout) must be more than 0 seconds"),
         (["--max-trials", "0"], {}, "setting max_trials=0 (from --max-trials) must be at least 1"),
+        (["--workers", "0"], {}, "setting workers=0 (from --workers) must be at least 1 (this process)"),
         ([], {"MLOPS_MAX_RETRY": "-1"}, "setting max_retry=-1 (from MLOPS_MAX_RETRY) must be 0 or more"),
         (
             [],
