@@ -95,15 +95,28 @@ def verdicts(records: list[dict[str, Any]]) -> str:
     return "; ".join(f"{name} {count}/{len(records)}" for name, count in counts.items())
 
 
+# Cores' worth of CPU that other processes may take during a run before it is flagged: the
+# kernel's own threads and the sampler take a few hundredths.
+OTHERS_CORES = 0.25
+
+
 def flags(records: list[dict[str, Any]], cores: int) -> str:
     """What makes a row's time not a clean result: a budget cut, a load above the core count."""
     out = []
     cut = sum(1 for r in records if r.get("killed") or r.get("out_of_budget"))
     if cut:
         out.append(f"**{cut} cut by the budget**")
-    busy = [r.get("load_max", 0.0) for r in records if r.get("overloaded")]
+    busy = [r for r in records if r.get("overloaded")]
+    # A run of several processes (mlops tune --workers) raises the load itself; what the machine
+    # spent on anything else during the run (others_cores, older results lack it) tells the two apart.
+    own = [r for r in busy if r.get("others_cores", OTHERS_CORES) < OTHERS_CORES]
     if busy:
-        out.append(f"**{len(busy)} run(s) under load > {cores} (max {max(busy):.1f})**")
+        highest = max(r.get("load_max", 0.0) for r in busy)
+        text = f"{len(busy)} run(s) under load > {cores} (max {highest:.1f})"
+        out.append(f"{text}, its own processes" if len(own) == len(busy) else f"**{text}**")
+    beside = [r["others_cores"] for r in records if r.get("others_cores", 0.0) >= OTHERS_CORES]
+    if beside:
+        out.append(f"**{len(beside)} run(s) beside other work (up to {max(beside):.2f} cores)**")
     return "; ".join(out)
 
 

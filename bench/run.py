@@ -46,6 +46,7 @@ def run_child(module: str, args: list[str], env: dict[str, str], budget: float, 
     log_path = result_path.with_suffix(".log")
     line = [sys.executable, "-m", module, *args, "--result", str(result_path)]
     load = LoadSampler()
+    busy_before = cpu_busy_seconds()
     started = time.perf_counter()
     with open(log_path, "w") as log:
         child = subprocess.Popen(line, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -60,10 +61,16 @@ def run_child(module: str, args: list[str], env: dict[str, str], budget: float, 
     _, status, usage = os.wait4(child.pid, 0)
     timer.cancel()
     load.stop()
+    busy = cpu_busy_seconds() - busy_before
     child.returncode = os.waitstatus_to_exitcode(status)
     record: dict[str, Any] = json.loads(result_path.read_text()) if result_path.exists() else {}
+    wall = time.perf_counter() - started
+    own = usage.ru_utime + usage.ru_stime  # the run's processes, its helpers and children included
     record.update(
-        wall_s=time.perf_counter() - started,
+        wall_s=wall,
+        cpu_own_s=own,
+        # What else ran meanwhile, in cores: the machine's busy CPU time less the run's own.
+        others_cores=max(0.0, busy - own) / wall,
         peak_rss_mb=usage.ru_maxrss / 1024,
         returncode=child.returncode,
         killed=killed.is_set(),
@@ -74,6 +81,14 @@ def run_child(module: str, args: list[str], env: dict[str, str], budget: float, 
         record["log_tail"] = log_path.read_text(errors="replace")[-1500:]
     record["goal_met"] = bool(record.get("goal_met"))
     return record
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy since boot (``/proc/stat``: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(value) for value in stat.readline().split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 class LoadSampler:
