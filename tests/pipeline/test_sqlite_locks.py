@@ -53,12 +53,13 @@ def test_workers_draining_one_queue_run_each_queued_trial_once(tmp_path: Path) -
     for worker in workers:
         worker.join(timeout=120)
     assert [worker.exitcode for worker in workers] == [0] * WORKERS
-    numbers = sorted(int(line) for line in ran.read_text().split())
+    numbers = [int(line) for line in ran.read_text().split()]
     # Without BEGIN IMMEDIATE two workers read one trial WAITING and both ran it (then one
     # failed telling it), in every try of this test.
-    assert numbers == list(range(QUEUED))
+    assert len(numbers) == len(set(numbers))
+    assert set(range(QUEUED)) <= set(numbers)  # a worker that found the queue empty drew a trial of its own
     finished = optuna.load_study(study_name="queue", storage=url).get_trials(deepcopy=False)
-    assert sorted(t.params["x"] for t in finished) == [float(i) for i in range(QUEUED)]
+    assert [t.params["x"] for t in finished[:QUEUED]] == [float(i) for i in range(QUEUED)]
 
 
 def test_each_transaction_takes_the_write_lock_as_it_begins(tmp_path: Path) -> None:
