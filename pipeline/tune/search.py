@@ -240,7 +240,8 @@ def _search(
             callbacks=[*stop_rules(settings.max_trials, goal), streak, *([staged] if staged else [])],
             catch=(Exception,),  # a trial's crash fails that trial; three alike stop the study
         )
-        streak.raise_if_stopped(on_stop=lambda: tracker.finish(parent_id, "FAILED"))
+        # The parent run is the command's to end: a helper whose trials keep failing just stops.
+        streak.raise_if_stopped(on_stop=None if progress.helper else lambda: tracker.finish(parent_id, "FAILED"))
     if progress.helper:
         return None  # the command scores, logs and registers the study's best
     if progress.helpers is not None:  # the search is over: a trial a helper still runs is queued for retry
@@ -310,7 +311,6 @@ def _print_summary(summary: TuneSummary, logging_seconds: float, log: Callable[[
         if best.test_value is not None:
             log(f"test {goal.metric.removeprefix('val_')}: {best.test_value:.4f} (held-out split, scored once)")
     log(f"trials: {trials_text(summary)} in {summary.wall_seconds:.1f}s; MLflow logging {logging_seconds:.1f}s")
-
     if summary.registered_model:
         alias = "challenger" if summary.promotion is not None and not summary.promotion.promoted else "champion"
         log(f"model: registered {summary.registered_model} (alias {alias})")

@@ -91,7 +91,10 @@ def test_a_signal_inside_a_storage_write_waits_for_it_and_leaves_the_storage_usa
         trial_id = _trial(study, storage)
         interrupts.install()  # a fresh process's state: not stopping yet
         started = time.monotonic()
-        _, stop = _write_signalled_at(storage, trial_id, line)
+        ran, stop = _write_signalled_at(storage, trial_id, line)
+        if ran < line:  # this write ran fewer lines than the first (SQLAlchemy's caches warmer): no signal sent
+            assert stop is None
+            continue
         assert isinstance(stop, Interrupted), f"line {line}: the stop never arrived"
         assert time.monotonic() - started < 30, f"line {line}: the stop waited for the sleep"
         assert storage.get_trial(trial_id).intermediate_values in ({0: 0.1}, {0: 0.1, 1: 0.5})  # all or nothing
